@@ -1,0 +1,31 @@
+//! The `qkc` command line: check, run, emit, quantize and the demo.
+
+use clap::{Parser, Subcommand};
+
+use qkc::cli;
+
+#[derive(Parser)]
+#[command(name = "qkc", version, about = "A compiler for quantized matrix-multiply kernels")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Parse and check a .qk file; with --bounds, print the proof obligations.
+    Check(cli::check::CheckArgs),
+    /// Run a kernel on random or given inputs and check it against the reference.
+    Run(cli::run::RunArgs),
+    /// Print or write the code a stage or backend produces for a kernel.
+    Emit(cli::emit::EmitArgs),
+}
+
+fn main() -> miette::Result<()> {
+    let args = Cli::parse();
+    match args.cmd {
+        Cmd::Check(a) => cli::check::run(&a),
+        Cmd::Run(a) => cli::run::run(&a),
+        Cmd::Emit(a) => cli::emit::run(&a),
+    }
+}
