@@ -8,7 +8,7 @@ use miette::miette;
 pub struct EmitArgs {
     /// The .qk file.
     pub file: PathBuf,
-    /// What to emit: `ir` (typed IR).
+    /// What to emit: `ir` (typed IR), `loop-ir` (CPU schedule).
     #[arg(long, default_value = "ir")]
     pub target: String,
     /// Which kernel of the file (default: the first).
@@ -24,6 +24,11 @@ pub fn run(a: &EmitArgs) -> miette::Result<()> {
             println!("{k}");
             Ok(())
         }
-        other => Err(miette!("unsupported target `{other}`; targets: ir")),
+        "loop-ir" => {
+            let f = qkc_codegen::lower::lower_cpu(k, &qkc_codegen::lower::CpuOptions::for_kernel(k));
+            println!("{f}");
+            Ok(())
+        }
+        other => Err(miette!("unsupported target `{other}`; targets: ir, loop-ir")),
     }
 }

@@ -1,0 +1,7 @@
+//! qkc code generation: the loop IR, the lowering pipeline from the typed IR, and one
+//! module per backend.
+//!
+//! `.qk` → typed IR (`qkc_dsl`) → [`lower`] → [`loop_ir`] → backends.
+
+pub mod loop_ir;
+pub mod lower;

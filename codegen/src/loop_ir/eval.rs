@@ -1,0 +1,456 @@
+//! Loop-IR interpreter: the executable definition of every loop-IR operation.
+//!
+//! GPU functions run SIMT-style: each warp executes its 32 lanes in lockstep with an
+//! active mask, so `WarpSum` sees real lane values and divergent lanes are caught.
+//! Every memory access is bounds-checked, so an out-of-bounds load or store produced
+//! by a lowering is an error here (a CPU-side memcheck), not silent corruption.
+//! CPU functions run as a single lane.
+
+use half::{bf16, f16};
+
+use super::*;
+
+/// An interpreter failure: a lowering bug, reported with what went wrong.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EvalError {
+    #[error("{what} of `{buf}` at byte {offset} (+{len}) is out of bounds ({size} bytes)")]
+    OutOfBounds {
+        what: &'static str,
+        buf: String,
+        offset: i64,
+        len: usize,
+        size: usize,
+    },
+    #[error("warp_sum of %{var} executed with inactive lanes (mask {mask:#010x})")]
+    DivergentWarpSum { var: String, mask: u32 },
+    #[error("unaligned 16-byte vector load of `{buf}` at byte {offset}")]
+    Unaligned { buf: String, offset: i64 },
+    #[error("division by zero")]
+    DivByZero,
+    #[error("expected {expected} buffers, got {got}")]
+    BufCount { expected: usize, got: usize },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum V {
+    I(i64),
+    F(f32),
+}
+
+impl V {
+    fn i(self) -> i64 {
+        match self {
+            V::I(v) => v,
+            V::F(f) => f as i64,
+        }
+    }
+    fn f(self) -> f32 {
+        match self {
+            V::F(f) => f,
+            V::I(v) => v as f32,
+        }
+    }
+}
+
+fn wrap(v: i64, t: Ty) -> i64 {
+    match t {
+        Ty::I32 => v as i32 as i64,
+        _ => v,
+    }
+}
+
+struct Machine<'a> {
+    f: &'a Func,
+    bufs: &'a mut [Vec<u8>],
+    dims: &'a [i64],
+    /// vars[var][lane]
+    vars: Vec<Vec<V>>,
+    lanes: usize,
+    thread_base: i64,
+    block: i64,
+    block_dim: i64,
+}
+
+const FULL: u32 = u32::MAX;
+
+impl Machine<'_> {
+    fn bytes(&self, buf: usize, offset: i64, len: usize, what: &'static str) -> Result<&[u8], EvalError> {
+        let b = &self.bufs[buf];
+        if offset < 0 || offset as usize + len > b.len() {
+            return Err(EvalError::OutOfBounds {
+                what,
+                buf: self.f.bufs[buf].name.clone(),
+                offset,
+                len,
+                size: b.len(),
+            });
+        }
+        Ok(&b[offset as usize..offset as usize + len])
+    }
+
+    fn eval(&self, e: &Expr, lane: usize) -> Result<V, EvalError> {
+        Ok(match e {
+            Expr::Int(v, t) => V::I(wrap(*v, *t)),
+            Expr::F32(v) => V::F(*v),
+            Expr::Var(v) => self.vars[v.0 as usize][lane],
+            Expr::Dim(d) => V::I(self.dims[*d]),
+            Expr::Special(s) => {
+                let tid = self.thread_base + lane as i64;
+                V::I(match s {
+                    Special::ThreadIdx => tid,
+                    Special::BlockIdx => self.block,
+                    Special::BlockDim => self.block_dim,
+                    Special::LaneId => tid % 32,
+                })
+            }
+            Expr::Bin(op, a, b) => {
+                let t = self.f.ty(a);
+                let x = self.eval(a, lane)?;
+                let y = self.eval(b, lane)?;
+                if t == Ty::F32 {
+                    let (x, y) = (x.f(), y.f());
+                    V::F(match op {
+                        BinOp::Add => x + y,
+                        BinOp::Sub => x - y,
+                        BinOp::Mul => x * y,
+                        BinOp::Div => x / y,
+                        BinOp::Min => x.min(y),
+                        BinOp::Max => x.max(y),
+                        _ => f32::NAN,
+                    })
+                } else {
+                    let (x, y) = (x.i(), y.i());
+                    let bits = if t == Ty::I32 { 32 } else { 64 };
+                    let r = match op {
+                        BinOp::Add => x.wrapping_add(y),
+                        BinOp::Sub => x.wrapping_sub(y),
+                        BinOp::Mul => x.wrapping_mul(y),
+                        BinOp::Div => {
+                            if y == 0 {
+                                return Err(EvalError::DivByZero);
+                            }
+                            x.wrapping_div(y)
+                        }
+                        BinOp::Rem => {
+                            if y == 0 {
+                                return Err(EvalError::DivByZero);
+                            }
+                            x.wrapping_rem(y)
+                        }
+                        BinOp::Min => x.min(y),
+                        BinOp::Max => x.max(y),
+                        BinOp::And => x & y,
+                        BinOp::Or => x | y,
+                        BinOp::Xor => x ^ y,
+                        BinOp::Shl => x.wrapping_shl((y & (bits - 1)) as u32),
+                        BinOp::Sar => x >> (y & (bits - 1)),
+                        BinOp::Shr => {
+                            let s = (y & (bits - 1)) as u32;
+                            if bits == 32 {
+                                ((x as u32) >> s) as i64
+                            } else {
+                                ((x as u64) >> s) as i64
+                            }
+                        }
+                    };
+                    V::I(wrap(r, t))
+                }
+            }
+            Expr::Cmp(op, a, b) => {
+                let t = self.f.ty(a);
+                let x = self.eval(a, lane)?;
+                let y = self.eval(b, lane)?;
+                let r = if t == Ty::F32 {
+                    let (x, y) = (x.f(), y.f());
+                    match op {
+                        CmpOp::Lt => x < y,
+                        CmpOp::Le => x <= y,
+                        CmpOp::Eq => x == y,
+                        CmpOp::Ne => x != y,
+                    }
+                } else {
+                    let (x, y) = (x.i(), y.i());
+                    match op {
+                        CmpOp::Lt => x < y,
+                        CmpOp::Le => x <= y,
+                        CmpOp::Eq => x == y,
+                        CmpOp::Ne => x != y,
+                    }
+                };
+                V::I(r as i64)
+            }
+            Expr::Select(c, a, b) => {
+                if self.eval(c, lane)?.i() != 0 {
+                    self.eval(a, lane)?
+                } else {
+                    self.eval(b, lane)?
+                }
+            }
+            Expr::Cast(t, a) => {
+                let from = self.f.ty(a);
+                let v = self.eval(a, lane)?;
+                match (from, t) {
+                    (Ty::F32, Ty::F32) => v,
+                    (_, Ty::F32) => V::F(v.i() as f32),
+                    (Ty::F32, _) => V::I(wrap(v.f() as i64, *t)),
+                    (_, _) => V::I(wrap(v.i(), *t)),
+                }
+            }
+            Expr::Load { buf, index } => {
+                let elem = self.f.bufs[*buf].elem;
+                let i = self.eval(index, lane)?.i();
+                let sz = elem.bytes();
+                let b = self.bytes(*buf, i.wrapping_mul(sz as i64), sz, "load")?;
+                match elem {
+                    Elem::I8 => V::I(b[0] as i8 as i64),
+                    Elem::U8 => V::I(b[0] as i64),
+                    Elem::I32 => V::I(i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64),
+                    Elem::F16 => V::F(f16::from_le_bytes([b[0], b[1]]).to_f32()),
+                    Elem::BF16 => V::F(bf16::from_le_bytes([b[0], b[1]]).to_f32()),
+                    Elem::F32 => V::F(f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                }
+            }
+            Expr::LoadBytes { buf, offset, bytes } => {
+                let o = self.eval(offset, lane)?.i();
+                let b = self.bytes(*buf, o, *bytes as usize, "byte load")?;
+                let mut v = 0u64;
+                for (i, &x) in b.iter().enumerate() {
+                    v |= (x as u64) << (8 * i);
+                }
+                V::I(if *bytes > 4 { v as i64 } else { v as u32 as i32 as i64 })
+            }
+            Expr::Bfe {
+                value,
+                pos,
+                len,
+                signed,
+            } => {
+                let t = self.f.ty(value);
+                let bits = if t == Ty::I32 { 32 } else { 64 };
+                let v = self.eval(value, lane)?.i();
+                let raw = if bits == 32 { (v as u32 as u64) >> pos } else { (v as u64) >> pos };
+                let mask = if *len >= 64 { u64::MAX } else { (1u64 << len) - 1 };
+                let mut r = (raw & mask) as i64;
+                if *signed && *len > 0 && (r >> (len - 1)) & 1 == 1 {
+                    r -= 1i64 << len;
+                }
+                V::I(wrap(r, t))
+            }
+            Expr::DotRun { buf, index, codes, acc } => {
+                let t = self.f.ty(acc);
+                let base = self.eval(index, lane)?.i();
+                let mut s = self.eval(acc, lane)?;
+                for (j, c) in codes.iter().enumerate() {
+                    let a = self.eval(
+                        &Expr::Load {
+                            buf: *buf,
+                            index: Box::new(Expr::Int(base + j as i64, Ty::I64)),
+                        },
+                        lane,
+                    )?;
+                    let w = self.vars[c.0 as usize][lane];
+                    s = if t == Ty::F32 {
+                        V::F(s.f() + a.f() * w.f())
+                    } else {
+                        V::I(wrap(s.i().wrapping_add(a.i().wrapping_mul(w.i())), t))
+                    };
+                }
+                s
+            }
+            Expr::Dot4 { a, b, acc } => {
+                let x = self.eval(a, lane)?.i() as u32;
+                let y = self.eval(b, lane)?.i() as u32;
+                let mut s = self.eval(acc, lane)?.i();
+                for i in 0..4 {
+                    s += ((x >> (8 * i)) as u8 as i8 as i64) * ((y >> (8 * i)) as u8 as i8 as i64);
+                }
+                V::I(wrap(s, Ty::I32))
+            }
+        })
+    }
+
+    fn active(&self, mask: u32) -> impl Iterator<Item = usize> {
+        let lanes = self.lanes;
+        (0..lanes).filter(move |l| mask >> l & 1 == 1)
+    }
+
+    fn exec(&mut self, body: &[Stmt], mask: u32) -> Result<(), EvalError> {
+        if mask == 0 {
+            return Ok(());
+        }
+        for s in body {
+            match s {
+                Stmt::Let(v, e) | Stmt::Set(v, e) => {
+                    for l in self.active(mask).collect::<Vec<_>>() {
+                        let x = self.eval(e, l)?;
+                        self.vars[v.0 as usize][l] = x;
+                    }
+                }
+                Stmt::For {
+                    var,
+                    start,
+                    end,
+                    step,
+                    body,
+                    ..
+                } => {
+                    let lanes: Vec<usize> = self.active(mask).collect();
+                    let mut ends = vec![0i64; self.lanes];
+                    for &l in &lanes {
+                        let s0 = self.eval(start, l)?;
+                        self.vars[var.0 as usize][l] = s0;
+                        ends[l] = self.eval(end, l)?.i();
+                    }
+                    loop {
+                        let mut m = 0u32;
+                        for &l in &lanes {
+                            if self.vars[var.0 as usize][l].i() < ends[l] {
+                                m |= 1 << l;
+                            }
+                        }
+                        if m == 0 {
+                            break;
+                        }
+                        self.exec(body, m)?;
+                        for &l in &lanes {
+                            if m >> l & 1 == 1 {
+                                let v = self.vars[var.0 as usize][l].i();
+                                self.vars[var.0 as usize][l] = V::I(v + step);
+                            }
+                        }
+                    }
+                }
+                Stmt::If { cond, then } => {
+                    let mut m = 0u32;
+                    for l in self.active(mask).collect::<Vec<_>>() {
+                        if self.eval(cond, l)?.i() != 0 {
+                            m |= 1 << l;
+                        }
+                    }
+                    self.exec(then, m)?;
+                }
+                Stmt::Store { buf, index, value } => {
+                    let elem = self.f.bufs[*buf].elem;
+                    for l in self.active(mask).collect::<Vec<_>>() {
+                        let i = self.eval(index, l)?.i();
+                        let v = self.eval(value, l)?;
+                        let bytes: Vec<u8> = match elem {
+                            Elem::I8 | Elem::U8 => vec![v.i() as u8],
+                            Elem::I32 => (v.i() as i32).to_le_bytes().to_vec(),
+                            Elem::F16 => f16::from_f32(v.f()).to_le_bytes().to_vec(),
+                            Elem::BF16 => bf16::from_f32(v.f()).to_le_bytes().to_vec(),
+                            Elem::F32 => v.f().to_le_bytes().to_vec(),
+                        };
+                        let off = i.wrapping_mul(elem.bytes() as i64);
+                        self.bytes(*buf, off, bytes.len(), "store")?;
+                        let o = off as usize;
+                        self.bufs[*buf][o..o + bytes.len()].copy_from_slice(&bytes);
+                    }
+                }
+                Stmt::LoadVec4 { dst, buf, offset } => {
+                    for l in self.active(mask).collect::<Vec<_>>() {
+                        let o = self.eval(offset, l)?.i();
+                        if o % 16 != 0 {
+                            return Err(EvalError::Unaligned {
+                                buf: self.f.bufs[*buf].name.clone(),
+                                offset: o,
+                            });
+                        }
+                        let b = self.bytes(*buf, o, 16, "vector load")?.to_vec();
+                        for (i, d) in dst.iter().enumerate() {
+                            let w = i32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]]);
+                            self.vars[d.0 as usize][l] = V::I(w as i64);
+                        }
+                    }
+                }
+                Stmt::WarpSum(v) => {
+                    let full = if self.lanes >= 32 { FULL } else { (1u32 << self.lanes) - 1 };
+                    if mask != full {
+                        return Err(EvalError::DivergentWarpSum {
+                            var: self.f.var_name(*v).to_string(),
+                            mask,
+                        });
+                    }
+                    let t = self.f.var_ty(*v);
+                    let vals = &self.vars[v.0 as usize];
+                    let s = if t == Ty::F32 {
+                        // Butterfly order, as a shuffle reduction computes it.
+                        let mut cur: Vec<f32> = vals.iter().map(|x| x.f()).collect();
+                        let mut off = self.lanes / 2;
+                        while off > 0 {
+                            let prev = cur.clone();
+                            for (l, c) in cur.iter_mut().enumerate() {
+                                *c = prev[l] + prev[l ^ off];
+                            }
+                            off /= 2;
+                        }
+                        cur.into_iter().map(V::F).collect::<Vec<_>>()
+                    } else {
+                        let s: i64 = vals.iter().map(|x| x.i()).sum();
+                        vec![V::I(wrap(s, t)); self.lanes]
+                    };
+                    self.vars[v.0 as usize] = s;
+                }
+                Stmt::Comment(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs `f` on raw little-endian buffers (inputs then output) and `I64` dims.
+pub fn run(f: &Func, bufs: &mut [Vec<u8>], dims: &[i64]) -> Result<(), EvalError> {
+    if bufs.len() != f.bufs.len() {
+        return Err(EvalError::BufCount {
+            expected: f.bufs.len(),
+            got: bufs.len(),
+        });
+    }
+    match &f.launch {
+        Launch::Cpu => {
+            let mut m = Machine {
+                f,
+                bufs,
+                dims,
+                vars: vec![vec![V::I(0); 1]; f.vars.len()],
+                lanes: 1,
+                thread_base: 0,
+                block: 0,
+                block_dim: 1,
+            };
+            m.exec(&f.body, 1)
+        }
+        Launch::Gpu { grid, block } => {
+            let probe = Machine {
+                f,
+                bufs,
+                dims,
+                vars: Vec::new(),
+                lanes: 1,
+                thread_base: 0,
+                block: 0,
+                block_dim: *block as i64,
+            };
+            let blocks = probe.eval(grid, 0)?.i();
+            let warps = (*block as usize).div_ceil(32);
+            for b in 0..blocks {
+                for w in 0..warps {
+                    let lanes = 32.min(*block as usize - w * 32);
+                    let mut m = Machine {
+                        f,
+                        bufs: &mut *bufs,
+                        dims,
+                        vars: vec![vec![V::I(0); lanes]; f.vars.len()],
+                        lanes,
+                        thread_base: (w * 32) as i64,
+                        block: b,
+                        block_dim: *block as i64,
+                    };
+                    let mask = if lanes >= 32 { FULL } else { (1u32 << lanes) - 1 };
+                    m.exec(&f.body, mask)?;
+                }
+            }
+            Ok(())
+        }
+    }
+}

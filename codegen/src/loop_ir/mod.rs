@@ -1,0 +1,389 @@
+//! The loop IR: an explicit, typed, structured program that every backend consumes.
+//!
+//! Lowering ([`crate::lower`]) turns a typed-IR kernel into a [`Func`] for a target
+//! profile: loops with their schedule (serial, unrolled, split across CPU threads),
+//! explicit byte loads of packed weights, constant-position bit-field extracts for the
+//! unpack, typed accumulators (i32/i64/f32), scale multiplies placed once per group,
+//! and stores with the output conversion. GPU profiles add thread/block indices,
+//! 16-byte vector loads, `dp4a`-style dot products and warp reductions.
+//!
+//! Backends translate these operations one by one; none re-derives the kernel's
+//! semantics from the AST or the typed IR. The semantics of every operation are
+//! given by the loop-IR interpreter ([`crate::loop_ir::eval`]).
+
+pub mod eval;
+mod print;
+
+/// A value type. Integers are two's complement; indices and byte offsets are `I64`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Ty {
+    I32,
+    I64,
+    F32,
+}
+
+impl Ty {
+    pub fn name(self) -> &'static str {
+        match self {
+            Ty::I32 => "i32",
+            Ty::I64 => "i64",
+            Ty::F32 => "f32",
+        }
+    }
+}
+
+/// Element type of a buffer in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Elem {
+    I8,
+    /// Packed bytes (weights in a layout's storage order).
+    U8,
+    I32,
+    F16,
+    BF16,
+    F32,
+}
+
+impl Elem {
+    pub fn name(self) -> &'static str {
+        match self {
+            Elem::I8 => "i8",
+            Elem::U8 => "u8",
+            Elem::I32 => "i32",
+            Elem::F16 => "f16",
+            Elem::BF16 => "bf16",
+            Elem::F32 => "f32",
+        }
+    }
+
+    pub fn bytes(self) -> usize {
+        match self {
+            Elem::I8 | Elem::U8 => 1,
+            Elem::F16 | Elem::BF16 => 2,
+            Elem::I32 | Elem::F32 => 4,
+        }
+    }
+
+    /// The register type an element is loaded into.
+    pub fn reg(self) -> Ty {
+        match self {
+            Elem::I8 | Elem::U8 | Elem::I32 => Ty::I32,
+            Elem::F16 | Elem::BF16 | Elem::F32 => Ty::F32,
+        }
+    }
+}
+
+/// A buffer parameter. Inputs come first (typed-IR order), the output last.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Buf {
+    pub name: String,
+    pub elem: Elem,
+    pub output: bool,
+}
+
+/// A local variable (an SSA-like name that may be reassigned with [`Stmt::Set`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Var(pub u32);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VarInfo {
+    pub name: String,
+    pub ty: Ty,
+}
+
+/// Per-thread values of a GPU launch (all `I32`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Special {
+    ThreadIdx,
+    BlockIdx,
+    BlockDim,
+    /// `ThreadIdx % 32`.
+    LaneId,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    /// Signed division (integers) or IEEE division (f32).
+    Div,
+    /// Signed remainder (integers only).
+    Rem,
+    Min,
+    Max,
+    And,
+    Or,
+    Xor,
+    Shl,
+    /// Arithmetic shift right.
+    Sar,
+    /// Logical shift right.
+    Shr,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CmpOp {
+    Lt,
+    Le,
+    Eq,
+    Ne,
+}
+
+/// An expression tree. Operands of a binary op have the same type.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Expr {
+    Int(i64, Ty),
+    F32(f32),
+    Var(Var),
+    /// A runtime dimension value (`I64`), by typed-IR dimension index.
+    Dim(usize),
+    Special(Special),
+    Bin(BinOp, Box<Expr>, Box<Expr>),
+    /// A comparison: `I32` 1 or 0.
+    Cmp(CmpOp, Box<Expr>, Box<Expr>),
+    /// `if c != 0 { a } else { b }`.
+    Select(Box<Expr>, Box<Expr>, Box<Expr>),
+    /// Conversion: integer widening (sign-extending) or narrowing (truncating),
+    /// integer to f32 (round to nearest even).
+    Cast(Ty, Box<Expr>),
+    /// Loads element `index` (`I64`) of buffer `buf`, converted to its register type:
+    /// i8 sign-extended, u8 zero-extended, f16/bf16 widened exactly to f32.
+    Load { buf: usize, index: Box<Expr> },
+    /// Loads `bytes` (1..=8) little-endian bytes at byte offset `offset` (`I64`)
+    /// of buffer `buf`, zero-extended to `I32` (1..=4 bytes) or `I64` (8 bytes).
+    /// CPU targets allow any alignment; GPU lowerings only emit aligned loads.
+    LoadBytes {
+        buf: usize,
+        offset: Box<Expr>,
+        bytes: u8,
+    },
+    /// Bit-field extract at a constant position: bits `pos..pos+len` of `value`,
+    /// sign-extended if `signed`, in the type of `value`.
+    Bfe {
+        value: Box<Expr>,
+        pos: u8,
+        len: u8,
+        signed: bool,
+    },
+    /// A run of multiply-adds over contiguous activations:
+    /// `acc + Σ_j load(buf, index + j) * codes[j]`, in the type of `acc` (`I32`, `I64`
+    /// or `F32`; loaded values and codes are converted to it first). Scalar backends
+    /// expand it; SIMD backends use vector loads and lane-wise multiplies.
+    DotRun {
+        buf: usize,
+        index: Box<Expr>,
+        codes: Vec<Var>,
+        acc: Box<Expr>,
+    },
+    /// `acc + Σ_{i<4} sext8(a >> 8i) * sext8(b >> 8i)` on `I32` operands (dp4a).
+    Dot4 {
+        a: Box<Expr>,
+        b: Box<Expr>,
+        acc: Box<Expr>,
+    },
+}
+
+/// How a loop is run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LoopKind {
+    Serial,
+    /// The trip count is a compile-time constant; backends may unroll it.
+    Unroll,
+    /// Iterations are independent; the CPU runtime splits them across threads
+    /// (only the outermost loop of a CPU function).
+    Parallel,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Stmt {
+    /// Defines `var` (each variable is defined once, before its uses).
+    Let(Var, Expr),
+    /// Reassigns a defined variable.
+    Set(Var, Expr),
+    /// `for var in (start..end).step_by(step)` with `I64` bounds.
+    For {
+        var: Var,
+        start: Expr,
+        end: Expr,
+        step: i64,
+        kind: LoopKind,
+        body: Vec<Stmt>,
+    },
+    If {
+        cond: Expr,
+        then: Vec<Stmt>,
+    },
+    /// Stores `value` to element `index` of buffer `buf`, converting it to the
+    /// buffer's element type (f32 to f16/bf16 rounds to nearest even).
+    Store {
+        buf: usize,
+        index: Expr,
+        value: Expr,
+    },
+    /// GPU: loads 16 bytes at a 16-aligned byte offset into four `I32` variables.
+    LoadVec4 {
+        dst: [Var; 4],
+        buf: usize,
+        offset: Expr,
+    },
+    /// GPU: replaces `var` in every lane of the warp with the sum over the warp's
+    /// 32 lanes (all lanes must execute it).
+    WarpSum(Var),
+    Comment(String),
+}
+
+/// How a function is launched.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Launch {
+    /// A CPU function; its outermost [`LoopKind::Parallel`] loop may be split.
+    Cpu,
+    /// A GPU kernel: `grid` blocks (an `I64` expression over dims) of `block` threads.
+    Gpu { grid: Expr, block: u32 },
+}
+
+/// A lowered kernel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Func {
+    pub name: String,
+    pub bufs: Vec<Buf>,
+    /// Names of the runtime dimensions, in typed-IR order (passed as `I64`).
+    pub dims: Vec<String>,
+    pub vars: Vec<VarInfo>,
+    pub body: Vec<Stmt>,
+    pub launch: Launch,
+    /// Provenance: which layout, proof and schedule produced this function.
+    pub notes: Vec<String>,
+}
+
+impl Func {
+    pub fn new(name: impl Into<String>, bufs: Vec<Buf>, dims: Vec<String>, launch: Launch) -> Func {
+        Func {
+            name: name.into(),
+            bufs,
+            dims,
+            vars: Vec::new(),
+            body: Vec::new(),
+            launch,
+            notes: Vec::new(),
+        }
+    }
+
+    /// Declares a new variable.
+    pub fn var(&mut self, name: impl Into<String>, ty: Ty) -> Var {
+        self.vars.push(VarInfo {
+            name: name.into(),
+            ty,
+        });
+        Var(self.vars.len() as u32 - 1)
+    }
+
+    pub fn var_ty(&self, v: Var) -> Ty {
+        self.vars[v.0 as usize].ty
+    }
+
+    pub fn var_name(&self, v: Var) -> &str {
+        &self.vars[v.0 as usize].name
+    }
+
+    /// Type of an expression (assuming it is well-typed).
+    pub fn ty(&self, e: &Expr) -> Ty {
+        match e {
+            Expr::Int(_, t) => *t,
+            Expr::F32(_) => Ty::F32,
+            Expr::Var(v) => self.var_ty(*v),
+            Expr::Dim(_) => Ty::I64,
+            Expr::Special(_) => Ty::I32,
+            Expr::Bin(_, a, _) => self.ty(a),
+            Expr::Cmp(..) => Ty::I32,
+            Expr::Select(_, a, _) => self.ty(a),
+            Expr::Cast(t, _) => *t,
+            Expr::Load { buf, .. } => self.bufs[*buf].elem.reg(),
+            Expr::LoadBytes { bytes, .. } => {
+                if *bytes > 4 {
+                    Ty::I64
+                } else {
+                    Ty::I32
+                }
+            }
+            Expr::Bfe { value, .. } => self.ty(value),
+            Expr::Dot4 { .. } => Ty::I32,
+            Expr::DotRun { acc, .. } => self.ty(acc),
+        }
+    }
+
+    /// Index of the output buffer.
+    pub fn output(&self) -> usize {
+        self.bufs.len() - 1
+    }
+}
+
+/// Small constructors that keep lowering code readable.
+pub mod build {
+    use super::*;
+
+    pub fn i64c(v: i64) -> Expr {
+        Expr::Int(v, Ty::I64)
+    }
+    pub fn i32c(v: i64) -> Expr {
+        Expr::Int(v, Ty::I32)
+    }
+    pub fn f32c(v: f32) -> Expr {
+        Expr::F32(v)
+    }
+    pub fn var(v: Var) -> Expr {
+        Expr::Var(v)
+    }
+    pub fn dim(d: usize) -> Expr {
+        Expr::Dim(d)
+    }
+    pub fn bin(op: BinOp, a: Expr, b: Expr) -> Expr {
+        Expr::Bin(op, Box::new(a), Box::new(b))
+    }
+    pub fn add(a: Expr, b: Expr) -> Expr {
+        bin(BinOp::Add, a, b)
+    }
+    pub fn sub(a: Expr, b: Expr) -> Expr {
+        bin(BinOp::Sub, a, b)
+    }
+    pub fn mul(a: Expr, b: Expr) -> Expr {
+        bin(BinOp::Mul, a, b)
+    }
+    pub fn div(a: Expr, b: Expr) -> Expr {
+        bin(BinOp::Div, a, b)
+    }
+    pub fn min(a: Expr, b: Expr) -> Expr {
+        bin(BinOp::Min, a, b)
+    }
+    pub fn cmp(op: CmpOp, a: Expr, b: Expr) -> Expr {
+        Expr::Cmp(op, Box::new(a), Box::new(b))
+    }
+    pub fn cast(t: Ty, e: Expr) -> Expr {
+        Expr::Cast(t, Box::new(e))
+    }
+    pub fn load(buf: usize, index: Expr) -> Expr {
+        Expr::Load {
+            buf,
+            index: Box::new(index),
+        }
+    }
+    pub fn load_bytes(buf: usize, offset: Expr, bytes: u8) -> Expr {
+        Expr::LoadBytes {
+            buf,
+            offset: Box::new(offset),
+            bytes,
+        }
+    }
+    pub fn bfe(value: Expr, pos: u8, len: u8, signed: bool) -> Expr {
+        Expr::Bfe {
+            value: Box::new(value),
+            pos,
+            len,
+            signed,
+        }
+    }
+    /// `(a + b - 1) / b` for positive `I64` values.
+    pub fn ceil_div(a: Expr, b: i64) -> Expr {
+        div(add(a, i64c(b - 1)), i64c(b))
+    }
+}

@@ -1,0 +1,45 @@
+//! Lowering from the typed IR to the loop IR, one module per stage:
+//!
+//! - [`plan`]: reads the typed IR once into a [`plan::Plan`] (buffers, roles, layout,
+//!   accumulator, group size) so later stages never look at the AST;
+//! - [`unpack`]: strength-reduced unpack: constant-position bit-field extracts for a
+//!   chunk of whole bytes, and the generic variable-shift path for tails (dense
+//!   streams included, across byte boundaries);
+//! - [`scales`]: scale hoisting: integer products are summed within a group, each group
+//!   scale is applied once per group, row/column scales once per output;
+//! - [`cpu`]: the CPU schedule (parallel weight rows, `tile_m` activation rows per
+//!   decoded chunk); GPU schedules live next to their backends' needs in `gpu_*`.
+
+pub mod cpu;
+pub mod plan;
+pub mod scales;
+pub mod unpack;
+
+pub use plan::Plan;
+
+use crate::loop_ir::Func;
+use qkc_dsl::ir::Kernel;
+
+/// Knobs of the lowering pipeline (each stage can be turned off to test the others).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CpuOptions {
+    /// Activation rows sharing one decoded chunk of weights.
+    pub tile_m: u32,
+    /// Use constant-position unpack of whole-byte chunks (off: generic path only).
+    pub chunked_unpack: bool,
+}
+
+impl CpuOptions {
+    /// Defaults for a kernel, honouring its schedule hints.
+    pub fn for_kernel(k: &Kernel) -> CpuOptions {
+        CpuOptions {
+            tile_m: k.schedule.tile_m.unwrap_or(4).clamp(1, 8),
+            chunked_unpack: true,
+        }
+    }
+}
+
+/// Lowers a kernel for CPU backends (Cranelift, LLVM CPU).
+pub fn lower_cpu(k: &Kernel, opts: &CpuOptions) -> Func {
+    cpu::lower(&Plan::new(k), opts)
+}
