@@ -96,7 +96,11 @@ pub fn sum_range(products: &[(i64, i64)], terms: u64) -> (i128, i128) {
     let mut hi = 0i128;
     for (i, &(plo, phi)) in products.iter().enumerate() {
         let i = i as u64;
-        let count = if terms > i { (terms - i).div_ceil(per) } else { 0 } as i128;
+        let count = if terms > i {
+            (terms - i).div_ceil(per)
+        } else {
+            0
+        } as i128;
         // Every product range contains 0, so taking every term at its extreme is
         // attainable and the sum range grows with the count.
         lo += count * plo.min(0) as i128;
@@ -135,7 +139,7 @@ pub fn commas(v: i128) -> String {
     let s = v.unsigned_abs().to_string();
     let mut out = String::new();
     for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);
@@ -176,7 +180,10 @@ mod tests {
         // s4 positions: [-1016, 1024]; s3 positions: [-508, 512]
         assert_eq!(p, vec![(-1016, 1024), (-508, 512)]);
         assert_eq!(sum_range(&p, 3), (-1016 * 2 - 508, 1024 * 2 + 512));
-        assert_eq!(sum_range(&p, 128), (-1016 * 64 - 508 * 64, 1024 * 64 + 512 * 64));
+        assert_eq!(
+            sum_range(&p, 128),
+            (-1016 * 64 - 508 * 64, 1024 * 64 + 512 * 64)
+        );
     }
 
     #[test]

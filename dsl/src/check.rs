@@ -92,10 +92,11 @@ fn code_width(c: &ast::CodeType) -> Result<u8, Diag> {
         return Err(Diag::new(
             "check::code-width",
             format!(
-                "code type `{}{}` has {} bits; codes are 2..=8 bits wide",
+                "code type `{}{}` has {} bit{}; codes are 2..=8 bits wide",
                 if c.signed { 's' } else { 'u' },
                 c.bits,
-                c.bits
+                c.bits,
+                if c.bits == 1 { "" } else { "s" }
             ),
             c.span.clone(),
             "unsupported width",
@@ -140,7 +141,10 @@ pub fn check_layout(l: &ast::LayoutDecl) -> Result<LayoutDesc, Diag> {
             }
             let explicit = fields.iter().filter(|f| f.bits.is_some()).count();
             if explicit != 0 && explicit != fields.len() {
-                let f = fields.iter().find(|f| f.bits.is_none()).unwrap_or(&fields[0]);
+                let f = fields
+                    .iter()
+                    .find(|f| f.bits.is_none())
+                    .unwrap_or(&fields[0]);
                 return Err(Diag::new(
                     "check::layout-bits",
                     "give explicit bit ranges for every field or for none",
@@ -149,7 +153,10 @@ pub fn check_layout(l: &ast::LayoutDecl) -> Result<LayoutDesc, Diag> {
                 ));
             }
             let mut descs = Vec::new();
-            let widths: Vec<u8> = fields.iter().map(|f| code_width(&f.code)).collect::<Result<_, _>>()?;
+            let widths: Vec<u8> = fields
+                .iter()
+                .map(|f| code_width(&f.code))
+                .collect::<Result<_, _>>()?;
             let total: u32 = widths.iter().map(|&w| w as u32).sum();
             let unit_bits;
             if explicit == 0 {
@@ -179,7 +186,10 @@ pub fn check_layout(l: &ast::LayoutDecl) -> Result<LayoutDesc, Diag> {
                     if msb.value < lsb.value {
                         return Err(Diag::new(
                             "check::layout-bits",
-                            format!("bit range {}..{} is reversed; write msb..lsb", msb.value, lsb.value),
+                            format!(
+                                "bit range {}..{} is reversed; write msb..lsb",
+                                msb.value, lsb.value
+                            ),
                             msb.span.start..lsb.span.end,
                             "reversed range",
                         ));
@@ -214,6 +224,22 @@ pub fn check_layout(l: &ast::LayoutDecl) -> Result<LayoutDesc, Diag> {
                 unit_bits = top;
             }
             LayoutDesc::from_fields(unit_bits, &descs, storage).map_err(|e| {
+                if let LayoutError::Overlap { a, b } = e {
+                    let bits = |f: &FieldDesc| format!("{}..{}", f.shift + f.bits - 1, f.shift);
+                    return Diag::new(
+                        "check::layout",
+                        format!(
+                            "field `{}` (bits {}) overlaps field `{}` (bits {})",
+                            fields[b].name.name,
+                            bits(&descs[b]),
+                            fields[a].name.name,
+                            bits(&descs[a])
+                        ),
+                        fields[b].span.clone(),
+                        format!("overlaps `{}`", fields[a].name.name),
+                    )
+                    .with_related(fields[a].span.clone(), "overlapped field");
+                }
                 let span = match &e {
                     LayoutError::Overlap { b, .. } => fields[*b].span.clone(),
                     LayoutError::BadWidth { field, .. } | LayoutError::OutOfRange { field, .. } => {
@@ -324,7 +350,12 @@ fn check_kernel(k: &ast::KernelDecl, layouts: &[(String, LayoutDesc)]) -> Result
         tensors.push(cx.tensor(p)?);
     }
     let output = tensors.pop().ok_or_else(|| {
-        Diag::new("check::output", "kernel has no output", k.span.clone(), "here")
+        Diag::new(
+            "check::output",
+            "kernel has no output",
+            k.span.clone(),
+            "here",
+        )
     })?;
     // Body: bounds, schedule, exactly one reduction.
     let mut bounds: HashMap<String, (u64, Span)> = HashMap::new();
@@ -337,13 +368,20 @@ fn check_kernel(k: &ast::KernelDecl, layouts: &[(String, LayoutDesc)]) -> Result
                     if !cx.dims.iter().any(|(n, _)| n == &b.dim.name) {
                         return Err(Diag::new(
                             "check::unknown-dim",
-                            format!("`{}` is not a dimension of kernel `{}`", b.dim.name, k.name.name),
+                            format!(
+                                "`{}` is not a dimension of kernel `{}`",
+                                b.dim.name, k.name.name
+                            ),
                             b.dim.span.clone(),
                             "unknown dimension",
                         )
                         .with_help(format!(
                             "dimensions: {}",
-                            cx.dims.iter().map(|d| d.0.as_str()).collect::<Vec<_>>().join(", ")
+                            cx.dims
+                                .iter()
+                                .map(|d| d.0.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         )));
                     }
                     if let Some((_, prev)) = bounds.get(&b.dim.name) {
@@ -391,7 +429,7 @@ fn check_kernel(k: &ast::KernelDecl, layouts: &[(String, LayoutDesc)]) -> Result
                     };
                     let ok = match h.key.name.as_str() {
                         "vector" => [1, 2, 4, 8, 16].contains(&v),
-                        "threads" => (32..=1024).contains(&v) && v % 32 == 0,
+                        "threads" => (32..=1024).contains(&v) && v.is_multiple_of(32),
                         _ => (1..=65536).contains(&v),
                     };
                     if !ok {
@@ -407,13 +445,14 @@ fn check_kernel(k: &ast::KernelDecl, layouts: &[(String, LayoutDesc)]) -> Result
                 }
             }
             ast::Stmt::Assign(a) => {
-                if assign.is_some() {
+                if let Some(first) = assign {
                     return Err(Diag::new(
                         "check::second-statement",
                         "a kernel has exactly one reduction statement",
                         a.span.clone(),
                         "second statement",
-                    ));
+                    )
+                    .with_related(first.span.clone(), "first statement"));
                 }
                 assign = Some(a);
             }
@@ -474,13 +513,21 @@ fn check_kernel(k: &ast::KernelDecl, layouts: &[(String, LayoutDesc)]) -> Result
     if vk.name == vm.name || vk.name == vn.name {
         return Err(Diag::new(
             "check::reduction-var",
-            format!("the reduction variable `{}` is also an output index", vk.name),
+            format!(
+                "the reduction variable `{}` is also an output index",
+                vk.name
+            ),
             vk.span.clone(),
             "must differ from the output indices",
         ));
     }
     let (Extent::Dim(dm), Extent::Dim(dn)) = (output.shape[0], output.shape[1]) else {
-        return Err(Diag::new("check::output-shape", "bad output shape", k.output.span.clone(), "here"));
+        return Err(Diag::new(
+            "check::output-shape",
+            "bad output shape",
+            k.output.span.clone(),
+            "here",
+        ));
     };
     if dm == dn {
         return Err(Diag::new(
@@ -504,7 +551,10 @@ fn check_kernel(k: &ast::KernelDecl, layouts: &[(String, LayoutDesc)]) -> Result
         if f.tensor.name == output.name {
             return Err(Diag::new(
                 "check::output-read",
-                format!("the output `{}` cannot be read in its own reduction", output.name),
+                format!(
+                    "the output `{}` cannot be read in its own reduction",
+                    output.name
+                ),
                 f.tensor.span.clone(),
                 "output used as an input",
             ));
@@ -518,7 +568,11 @@ fn check_kernel(k: &ast::KernelDecl, layouts: &[(String, LayoutDesc)]) -> Result
             )
             .with_help(format!(
                 "parameters: {}",
-                inputs_t.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
+                inputs_t
+                    .iter()
+                    .map(|t| t.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         };
         if let Some(prev) = &used[pi] {
@@ -696,31 +750,55 @@ fn check_kernel(k: &ast::KernelDecl, layouts: &[(String, LayoutDesc)]) -> Result
                         "`{}` and `{}` are both indexed like the {}",
                         inputs_t[j].name,
                         t.name,
-                        if role == Role::Activation { "activation" } else { "weight" }
+                        if role == Role::Activation {
+                            "activation"
+                        } else {
+                            "weight"
+                        }
                     ),
                     f.span.clone(),
                     "second operand of the same role",
-                ));
+                )
+                .with_related(used[j].clone().unwrap_or(f.span.clone()), "first one"));
             }
         }
         // Types by role.
         match (role, &t.ty) {
-            (Role::Activation, ElemType::Scalar(Scalar::I8 | Scalar::F16 | Scalar::BF16 | Scalar::F32)) => {}
+            (
+                Role::Activation,
+                ElemType::Scalar(Scalar::I8 | Scalar::F16 | Scalar::BF16 | Scalar::F32),
+            ) => {}
             (Role::Activation, ty) => {
                 return Err(Diag::new(
                     "check::type",
-                    format!("activation `{}` has type {}; activations are i8, f16, bf16 or f32", t.name, ty.name()),
+                    format!(
+                        "activation `{}` has type {}; activations are i8, f16, bf16 or f32",
+                        t.name,
+                        ty.name()
+                    ),
                     f.tensor.span.clone(),
                     "unsupported activation type",
+                )
+                .with_related(
+                    k.params[pi].ty.span.clone(),
+                    format!("declared {}", ty.name()),
                 ))
             }
             (Role::Weight, ElemType::Packed { .. } | ElemType::Scalar(Scalar::I8)) => {}
             (Role::Weight, ty) => {
                 return Err(Diag::new(
                     "check::type",
-                    format!("weight `{}` has type {}; weights are a packed layout or i8", t.name, ty.name()),
+                    format!(
+                        "weight `{}` has type {}; weights are a packed layout or i8",
+                        t.name,
+                        ty.name()
+                    ),
                     f.tensor.span.clone(),
                     "unsupported weight type",
+                )
+                .with_related(
+                    k.params[pi].ty.span.clone(),
+                    format!("declared {}", ty.name()),
                 )
                 .with_help("declare the weight with a layout, e.g. `w: q3p5[N, K]`"))
             }
@@ -728,9 +806,17 @@ fn check_kernel(k: &ast::KernelDecl, layouts: &[(String, LayoutDesc)]) -> Result
             (Role::Scale(_), ty) => {
                 return Err(Diag::new(
                     "check::type",
-                    format!("scale `{}` has type {}; scales are f16, bf16 or f32", t.name, ty.name()),
+                    format!(
+                        "scale `{}` has type {}; scales are f16, bf16 or f32",
+                        t.name,
+                        ty.name()
+                    ),
                     f.tensor.span.clone(),
                     "not a float type",
+                )
+                .with_related(
+                    k.params[pi].ty.span.clone(),
+                    format!("declared {}", ty.name()),
                 ))
             }
         }
@@ -747,31 +833,48 @@ fn check_kernel(k: &ast::KernelDecl, layouts: &[(String, LayoutDesc)]) -> Result
             .with_help("remove it or use it in the reduction"));
         }
     }
-    let act = roles.iter().position(|r| *r == Some(Role::Activation)).ok_or_else(|| {
-        Diag::new(
-            "check::no-activation",
-            format!("no activation: one factor must be indexed [{}, {}]", vm.name, vk.name),
-            a.span.clone(),
-            "missing activation",
-        )
-    })?;
-    let weight = roles.iter().position(|r| *r == Some(Role::Weight)).ok_or_else(|| {
-        Diag::new(
-            "check::no-weight",
-            format!("no weight: one factor must be indexed [{}, {}]", vn.name, vk.name),
-            a.span.clone(),
-            "missing weight",
-        )
-    })?;
+    let act = roles
+        .iter()
+        .position(|r| *r == Some(Role::Activation))
+        .ok_or_else(|| {
+            Diag::new(
+                "check::no-activation",
+                format!(
+                    "no activation: one factor must be indexed [{}, {}]",
+                    vm.name, vk.name
+                ),
+                a.span.clone(),
+                "missing activation",
+            )
+        })?;
+    let weight = roles
+        .iter()
+        .position(|r| *r == Some(Role::Weight))
+        .ok_or_else(|| {
+            Diag::new(
+                "check::no-weight",
+                format!(
+                    "no weight: one factor must be indexed [{}, {}]",
+                    vn.name, vk.name
+                ),
+                a.span.clone(),
+                "missing weight",
+            )
+        })?;
     let Some(dk) = dk else {
-        return Err(Diag::new("check::no-reduction", "the reduction variable is never used", a.red.span.clone(), "unused"));
+        return Err(Diag::new(
+            "check::no-reduction",
+            "the reduction variable is never used",
+            a.red.span.clone(),
+            "unused",
+        ));
     };
     let wl = match &inputs_t[weight].ty {
         ElemType::Packed { layout, .. } => *layout,
         _ => LayoutDesc::scalar(true, 8, Storage::Byte),
     };
     if let Some((g, gs)) = &group {
-        if *g as usize % wl.per_unit() != 0 {
+        if !(*g as usize).is_multiple_of(wl.per_unit()) {
             return Err(Diag::new(
                 "check::group-divisibility",
                 format!(
@@ -781,7 +884,10 @@ fn check_kernel(k: &ast::KernelDecl, layouts: &[(String, LayoutDesc)]) -> Result
                 gs.clone(),
                 format!("not a multiple of {}", wl.per_unit()),
             )
-            .with_help(format!("use a group size that is a multiple of {}", wl.per_unit())));
+            .with_help(format!(
+                "use a group size that is a multiple of {}",
+                wl.per_unit()
+            )));
         }
     }
 
@@ -795,9 +901,10 @@ fn check_kernel(k: &ast::KernelDecl, layouts: &[(String, LayoutDesc)]) -> Result
         })
         .collect();
     if dims.len() != 3 {
-        let extra = cx.dims.iter().find(|(n, _)| {
-            ![dm, dn, dk].iter().any(|&d| &cx.dims[d].0 == n)
-        });
+        let extra = cx
+            .dims
+            .iter()
+            .find(|(n, _)| ![dm, dn, dk].iter().any(|&d| &cx.dims[d].0 == n));
         let span = extra.map(|e| e.1.clone()).unwrap_or(k.span.clone());
         return Err(Diag::new(
             "check::extra-dim",
@@ -867,7 +974,9 @@ fn check_kernel(k: &ast::KernelDecl, layouts: &[(String, LayoutDesc)]) -> Result
         let prods = bounds::product_ranges(act_r, &wl);
         let pname = bounds::product_name(act_ty, &wl);
         let (terms, over) = match &group {
-            Some((g, _)) if out_ty != Scalar::I32 => ((*g as u64).min(kmax), format!("a group of {g}")),
+            Some((g, _)) if out_ty != Scalar::I32 => {
+                ((*g as u64).min(kmax), format!("a group of {g}"))
+            }
             _ => (kmax, format!("{kname} ≤ {}", bounds::commas(kmax as i128))),
         };
         let (lo, hi) = bounds::sum_range(&prods, terms);
@@ -881,10 +990,20 @@ fn check_kernel(k: &ast::KernelDecl, layouts: &[(String, LayoutDesc)]) -> Result
             id: "acc.range",
             claim: format!(
                 "Σ {}[{}, {}] * {}[{}, {}] over {over} lies in [{}, {}]",
-                inputs_t[act].name, vm.name, vk.name, inputs_t[weight].name, vn.name, vk.name,
-                bounds::commas(lo), bounds::commas(hi)
+                inputs_t[act].name,
+                vm.name,
+                vk.name,
+                inputs_t[weight].name,
+                vn.name,
+                vk.name,
+                bounds::commas(lo),
+                bounds::commas(hi)
             ),
-            evidence: format!("{}; {} terms", ranges.join(", "), bounds::commas(terms as i128)),
+            evidence: format!(
+                "{}; {} terms",
+                ranges.join(", "),
+                bounds::commas(terms as i128)
+            ),
             status: Status::Proved,
         });
         let fits = |ty: IntTy| lo >= ty.min() && hi <= ty.max();
@@ -967,7 +1086,11 @@ fn check_kernel(k: &ast::KernelDecl, layouts: &[(String, LayoutDesc)]) -> Result
             let exact = lo >= -(1 << 24) && hi <= (1 << 24);
             proofs.push(Obligation {
                 id: "acc.to_f32",
-                claim: "converting the integer partial sum to f32 is exact".to_string(),
+                claim: if exact {
+                    "converting the integer partial sum to f32 is exact".to_string()
+                } else {
+                    "converting the integer partial sum to f32 rounds at most once".to_string()
+                },
                 evidence: if exact {
                     format!("|sum| ≤ {} ≤ 2^24", bounds::commas(lo.abs().max(hi)))
                 } else {
@@ -991,7 +1114,11 @@ fn check_kernel(k: &ast::KernelDecl, layouts: &[(String, LayoutDesc)]) -> Result
             if t.name != "f32" {
                 return Err(Diag::new(
                     "check::accumulator",
-                    format!("{} activations accumulate in f32, not {}", act_ty.name(), t.name),
+                    format!(
+                        "{} activations accumulate in f32, not {}",
+                        act_ty.name(),
+                        t.name
+                    ),
                     t.span.clone(),
                     "unsupported accumulator",
                 ));

@@ -59,8 +59,9 @@ impl Diag {
     /// Renders the diagnostic as plain text (no colours), as the CLI would print it.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let handler = miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
-            .with_width(100);
+        let handler =
+            miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
+                .with_width(100);
         if handler.render_report(&mut out, self).is_err() {
             return format!("error[{}]: {}", self.code, self.message);
         }
@@ -71,7 +72,12 @@ impl Diag {
     pub fn line_col(&self, src: &str) -> (usize, usize) {
         let upto = &src[..self.span.start.min(src.len())];
         let line = upto.matches('\n').count() + 1;
-        let col = upto.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+        let col = upto
+            .rsplit('\n')
+            .next()
+            .map(|l| l.chars().count())
+            .unwrap_or(0)
+            + 1;
         (line, col)
     }
 }

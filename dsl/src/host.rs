@@ -3,7 +3,7 @@
 
 use half::{bf16, f16};
 
-use crate::ir::{Dims, ElemType, Kernel, Scalar, ScaleIndex, Role, Tensor};
+use crate::ir::{Dims, ElemType, Kernel, Role, Scalar, ScaleIndex, Tensor};
 
 /// Tensor data on the host. Packed tensors are raw bytes in the layout's order.
 #[derive(Clone, Debug, PartialEq)]
@@ -148,7 +148,11 @@ pub fn check_buffer(k: &Kernel, t: &Tensor, dims: &Dims, buf: &HostBuf) -> Resul
             shape: k.shape_str(t),
             expected,
             got: buf.len(),
-            unit: if matches!(t.ty, ElemType::Packed { .. }) { "bytes" } else { "elements" },
+            unit: if matches!(t.ty, ElemType::Packed { .. }) {
+                "bytes"
+            } else {
+                "elements"
+            },
         });
     }
     Ok(())
@@ -201,7 +205,12 @@ impl Rng {
 }
 
 /// Random codes for a packed `[rows, k]` tensor, every field over its full range.
-pub fn random_codes(rng: &mut Rng, layout: &crate::layout::LayoutDesc, rows: usize, k: usize) -> Vec<i32> {
+pub fn random_codes(
+    rng: &mut Rng,
+    layout: &crate::layout::LayoutDesc,
+    rows: usize,
+    k: usize,
+) -> Vec<i32> {
     let mut out = Vec::with_capacity(rows * k);
     for _ in 0..rows {
         for i in 0..k {
@@ -228,21 +237,38 @@ pub fn random_inputs(k: &Kernel, dims: &Dims, seed: u64) -> Vec<HostBuf> {
             };
             match &t.ty {
                 ElemType::Packed { layout, .. } => {
-                    let rows: usize = t.shape[..t.shape.len() - 1].iter().map(|&e| k.extent(e, dims)).product();
+                    let rows: usize = t.shape[..t.shape.len() - 1]
+                        .iter()
+                        .map(|&e| k.extent(e, dims))
+                        .product();
                     let kk = k.extent(t.shape[t.shape.len() - 1], dims);
                     let codes = random_codes(&mut rng, layout, rows, kk);
                     // Codes were drawn inside every field's range, so packing cannot fail.
-                    HostBuf::Packed(layout.pack(&codes, rows, kk).unwrap_or_else(|_| vec![0x5a; len]))
+                    HostBuf::Packed(
+                        layout
+                            .pack(&codes, rows, kk)
+                            .unwrap_or_else(|_| vec![0x5a; len]),
+                    )
                 }
-                ElemType::Scalar(Scalar::I8) => HostBuf::I8((0..len).map(|_| rng.range_i32(-128, 127) as i8).collect()),
-                ElemType::Scalar(Scalar::I32) => HostBuf::I32((0..len).map(|_| rng.range_i32(-1000, 1000)).collect()),
-                ElemType::Scalar(Scalar::F16) => {
-                    HostBuf::F16((0..len).map(|_| f16::from_f32(rng.range_f32(lo, hi))).collect())
+                ElemType::Scalar(Scalar::I8) => {
+                    HostBuf::I8((0..len).map(|_| rng.range_i32(-128, 127) as i8).collect())
                 }
-                ElemType::Scalar(Scalar::BF16) => {
-                    HostBuf::BF16((0..len).map(|_| bf16::from_f32(rng.range_f32(lo, hi))).collect())
+                ElemType::Scalar(Scalar::I32) => {
+                    HostBuf::I32((0..len).map(|_| rng.range_i32(-1000, 1000)).collect())
                 }
-                ElemType::Scalar(Scalar::F32) => HostBuf::F32((0..len).map(|_| rng.range_f32(lo, hi)).collect()),
+                ElemType::Scalar(Scalar::F16) => HostBuf::F16(
+                    (0..len)
+                        .map(|_| f16::from_f32(rng.range_f32(lo, hi)))
+                        .collect(),
+                ),
+                ElemType::Scalar(Scalar::BF16) => HostBuf::BF16(
+                    (0..len)
+                        .map(|_| bf16::from_f32(rng.range_f32(lo, hi)))
+                        .collect(),
+                ),
+                ElemType::Scalar(Scalar::F32) => {
+                    HostBuf::F32((0..len).map(|_| rng.range_f32(lo, hi)).collect())
+                }
             }
         })
         .collect()

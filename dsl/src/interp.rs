@@ -56,7 +56,8 @@ pub fn run_f64(k: &Kernel, dims: &Dims, inputs: &[HostBuf]) -> Result<Vec<f64>, 
         Vec::new()
     };
     let a_f: Vec<f64> = if int { Vec::new() } else { act.to_f64() };
-    let scales: Vec<(ScaleIndex, Vec<f64>)> = k.scales().map(|(i, s)| (s, inputs[i].to_f64())).collect();
+    let scales: Vec<(ScaleIndex, Vec<f64>)> =
+        k.scales().map(|(i, s)| (s, inputs[i].to_f64())).collect();
     let mut out = vec![0f64; m_n * n_n];
     for m in 0..m_n {
         for n in 0..n_n {
@@ -108,8 +109,12 @@ pub fn magnitude(k: &Kernel, dims: &Dims, inputs: &[HostBuf]) -> Result<Vec<f64>
         .map(|(b, p)| match (b, &p.tensor.ty) {
             (HostBuf::Packed(_), _) | (_, ElemType::Packed { .. }) => b.clone(),
             (HostBuf::I8(v), _) => HostBuf::I8(v.iter().map(|x| x.saturating_abs()).collect()),
-            (HostBuf::F16(v), _) => HostBuf::F16(v.iter().map(|x| f16::from_f32(x.to_f32().abs())).collect()),
-            (HostBuf::BF16(v), _) => HostBuf::BF16(v.iter().map(|x| bf16::from_f32(x.to_f32().abs())).collect()),
+            (HostBuf::F16(v), _) => {
+                HostBuf::F16(v.iter().map(|x| f16::from_f32(x.to_f32().abs())).collect())
+            }
+            (HostBuf::BF16(v), _) => {
+                HostBuf::BF16(v.iter().map(|x| bf16::from_f32(x.to_f32().abs())).collect())
+            }
             (HostBuf::F32(v), _) => HostBuf::F32(v.iter().map(|x| x.abs()).collect()),
             (HostBuf::I32(v), _) => HostBuf::I32(v.iter().map(|x| x.saturating_abs()).collect()),
         })
@@ -130,7 +135,11 @@ pub fn magnitude(k: &Kernel, dims: &Dims, inputs: &[HostBuf]) -> Result<Vec<f64>
     run_f64(&k_abs, dims, &abs_inputs)
 }
 
-fn magnitude_f32_weights(k: &Kernel, dims: &Dims, inputs: &[HostBuf]) -> Result<Vec<f64>, BufferError> {
+fn magnitude_f32_weights(
+    k: &Kernel,
+    dims: &Dims,
+    inputs: &[HostBuf],
+) -> Result<Vec<f64>, BufferError> {
     let m_n = dims.values[k.m] as usize;
     let n_n = dims.values[k.n] as usize;
     let k_n = dims.values[k.k] as usize;
@@ -138,7 +147,8 @@ fn magnitude_f32_weights(k: &Kernel, dims: &Dims, inputs: &[HostBuf]) -> Result<
     let groups = k_n.div_ceil(g);
     let a = inputs[k.act].to_f64();
     let w = inputs[k.weight].to_f64();
-    let scales: Vec<(ScaleIndex, Vec<f64>)> = k.scales().map(|(i, s)| (s, inputs[i].to_f64())).collect();
+    let scales: Vec<(ScaleIndex, Vec<f64>)> =
+        k.scales().map(|(i, s)| (s, inputs[i].to_f64())).collect();
     let mut out = vec![0f64; m_n * n_n];
     for m in 0..m_n {
         for n in 0..n_n {

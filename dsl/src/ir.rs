@@ -73,7 +73,10 @@ impl Scalar {
 pub enum ElemType {
     Scalar(Scalar),
     /// Packed codes; buffers are raw bytes in the layout's storage order.
-    Packed { name: String, layout: LayoutDesc },
+    Packed {
+        name: String,
+        layout: LayoutDesc,
+    },
 }
 
 impl ElemType {
@@ -261,10 +264,13 @@ impl Kernel {
 
     /// Scale inputs with their index kinds.
     pub fn scales(&self) -> impl Iterator<Item = (usize, ScaleIndex)> + '_ {
-        self.inputs.iter().enumerate().filter_map(|(i, p)| match p.role {
-            Role::Scale(s) => Some((i, s)),
-            _ => None,
-        })
+        self.inputs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| match p.role {
+                Role::Scale(s) => Some((i, s)),
+                _ => None,
+            })
     }
 
     pub fn is_int(&self) -> bool {
@@ -307,7 +313,10 @@ impl Kernel {
         }
         for (d, &v) in self.dims.iter().zip(&dims.values) {
             if v == 0 {
-                return Err(format!("dimension {} = 0: dimensions must be at least 1", d.name));
+                return Err(format!(
+                    "dimension {} = 0: dimensions must be at least 1",
+                    d.name
+                ));
             }
             if v > d.max {
                 return Err(format!(

@@ -120,13 +120,20 @@ pub fn lex(src: &str) -> Result<Vec<(Tok, Span)>, Diag> {
             Ok(t) => out.push((t, span)),
             Err(()) => {
                 let ch = src[span.clone()].chars().next().unwrap_or('?');
+                let help = match ch {
+                    '#' => "comments start with `//`",
+                    '×' | '·' | '+' | '-' => {
+                        "the body is one product: factors are multiplied with `*`"
+                    }
+                    _ => "see docs/language.md for the grammar",
+                };
                 return Err(Diag::new(
                     "lex::char",
-                    format!("unexpected character `{}`", ch.escape_default()),
+                    format!("unexpected character `{}`", ch.escape_debug()),
                     span,
                     "not part of the qkc language",
                 )
-                .with_help("comments start with `//`; see docs/language.md for the grammar"));
+                .with_help(help));
             }
         }
     }

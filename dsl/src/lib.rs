@@ -5,6 +5,10 @@
 //! [`bounds`]) → [`ir`]; [`interp`] evaluates the IR; [`layout`] is the packed-layout
 //! descriptor shared with the packers and backends.
 
+// `Diag` carries a message, spans and a help line; it is only built on the cold error
+// path, so returning it by value is simpler than boxing every front-end result.
+#![allow(clippy::result_large_err)]
+
 pub mod ast;
 pub mod bounds;
 pub mod check;

@@ -67,18 +67,33 @@ impl Parser {
                 s.clone(),
                 format!("expected {expected}"),
             ),
-            None => Diag::new(
-                "parse::eof",
-                format!("expected {expected}, found end of file"),
-                self.end..self.end,
-                format!("expected {expected}"),
-            ),
+            // Point just after the last token, where the missing text belongs
+            // (the end of the file may be on a later, empty line).
+            None => {
+                let at = if self.pos == 0 {
+                    self.end
+                } else {
+                    self.prev_end()
+                };
+                Diag::new(
+                    "parse::eof",
+                    format!("expected {expected}, found end of file"),
+                    at..at,
+                    format!("expected {expected}"),
+                )
+            }
         }
     }
 
     fn expect(&mut self, tok: Tok) -> PResult<Span> {
         if self.peek() == Some(&tok) {
             Ok(self.bump().map(|(_, s)| s).unwrap_or(0..0))
+        } else if tok == Tok::Semi && self.pos > 0 && self.peek().is_some() {
+            // A missing `;` belongs right after the previous token, not on the next line.
+            let at = self.prev_end();
+            let mut d = self.unexpected(&tok.describe());
+            d.span = at..at;
+            Err(d)
         } else {
             Err(self.unexpected(&tok.describe()))
         }
@@ -162,9 +177,9 @@ impl Parser {
             Some(Tok::Byte) => Some((Storage::Byte, self.bump().map(|t| t.1).unwrap_or(0..0))),
             Some(Tok::Semi) => None,
             _ => {
-                return Err(self
-                    .unexpected("`stream`, `byte` or `;`")
-                    .with_help("the storage mode is `stream` (dense bits) or `byte` (one unit per byte)"))
+                return Err(self.unexpected("`stream`, `byte` or `;`").with_help(
+                    "the storage mode is `stream` (dense bits) or `byte` (one unit per byte)",
+                ))
             }
         };
         let end = self.expect(Tok::Semi)?.end;
@@ -231,8 +246,9 @@ impl Parser {
             }
         }
         self.expect(Tok::RParen)?;
-        self.expect(Tok::Arrow)
-            .map_err(|d| d.with_help("a kernel names its one output after `->`, e.g. `-> y: f32[M, N]`"))?;
+        self.expect(Tok::Arrow).map_err(|d| {
+            d.with_help("a kernel names its one output after `->`, e.g. `-> y: f32[M, N]`")
+        })?;
         let output = self.parse_param()?;
         self.expect(Tok::LBrace)?;
         let mut body = Vec::new();
@@ -324,8 +340,13 @@ impl Parser {
                     span: start..end,
                 })
             }
-            Some(Tok::Ident(_)) => Ok(Stmt::Assign(self.parse_assign()?)),
-            _ => Err(self.unexpected("`where`, `schedule` or an assignment like `y[m, n] = sum(k) ...`")),
+            Some(Tok::Ident(_)) if matches!(self.peek_at(1), Some(Tok::LBracket | Tok::Eq)) => {
+                Ok(Stmt::Assign(self.parse_assign()?))
+            }
+            _ => {
+                Err(self
+                    .unexpected("`where`, `schedule` or an assignment like `y[m, n] = sum(k) ...`"))
+            }
         }
     }
 
@@ -333,8 +354,9 @@ impl Parser {
     fn parse_assign(&mut self) -> PResult<Assign> {
         let target = self.parse_access()?;
         self.expect(Tok::Eq)?;
-        self.expect(Tok::Sum)
-            .map_err(|d| d.with_help("the kernel body is one reduction: `y[m, n] = sum(k) x[m, k] * w[n, k]`"))?;
+        self.expect(Tok::Sum).map_err(|d| {
+            d.with_help("the kernel body is one reduction: `y[m, n] = sum(k) x[m, k] * w[n, k]`")
+        })?;
         let accum = if self.eat(&Tok::Lt) {
             let t = self.ident("an accumulator type (i32, i64 or f32)")?;
             self.expect(Tok::Gt)?;
