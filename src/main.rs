@@ -19,6 +19,8 @@ enum Cmd {
     Run(cli::run::RunArgs),
     /// Print or write the code a stage or backend produces for a kernel.
     Emit(cli::emit::EmitArgs),
+    /// Quantize the 2-D float tensors of a .safetensors file into a packed layout.
+    Quantize(cli::quantize::QuantizeArgs),
 }
 
 fn main() -> miette::Result<()> {
@@ -27,5 +29,6 @@ fn main() -> miette::Result<()> {
         Cmd::Check(a) => cli::check::run(&a),
         Cmd::Run(a) => cli::run::run(&a),
         Cmd::Emit(a) => cli::emit::run(&a),
+        Cmd::Quantize(a) => cli::quantize::run(&a),
     }
 }

@@ -3,5 +3,10 @@
 //!
 //! `.qk` → typed IR (`qkc_dsl`) → [`lower`] → [`loop_ir`] → backends.
 
+pub mod cranelift;
+pub mod hip;
 pub mod loop_ir;
 pub mod lower;
+#[cfg(feature = "llvm")]
+pub mod llvm;
+pub mod ptx;

@@ -14,6 +14,15 @@ pub struct EmitArgs {
     /// Which kernel of the file (default: the first).
     #[arg(long)]
     pub kernel: Option<String>,
+    /// Output folder (`--target hip`: writes NAME.hip, NAME.h and CMakeLists.txt).
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+    /// GPU architecture (`--target hip`: gfx90a, gfx940, gfx942, gfx1030, gfx1100).
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// `--target hip`: compile with hipcc and print registers, spills, occupancy, v_dot4.
+    #[arg(long)]
+    pub report: bool,
 }
 
 pub fn run(a: &EmitArgs) -> miette::Result<()> {
@@ -29,6 +38,82 @@ pub fn run(a: &EmitArgs) -> miette::Result<()> {
             println!("{f}");
             Ok(())
         }
-        other => Err(miette!("unsupported target `{other}`; targets: ir, loop-ir")),
+        "clif" | "asm" => {
+            let f = qkc_codegen::lower::lower_cpu(k, &qkc_codegen::lower::CpuOptions::for_kernel(k));
+            let o = qkc_codegen::cranelift::CraneliftOptions::default();
+            let text = if a.target == "clif" {
+                qkc_codegen::cranelift::clif(&f, &o)
+            } else {
+                qkc_codegen::cranelift::disasm(&f, &o)
+            };
+            println!("{}", text.map_err(|e| miette!("{e}"))?);
+            Ok(())
+        }
+        "hip" => emit_hip(a, k),
+        "ptx" => emit_ptx(a, k),
+        other => Err(miette!("unsupported target `{other}`; targets: ir, loop-ir, clif, asm, hip, ptx")),
     }
+}
+
+/// `--target hip`: HIP C++ for ROCm (GPU schedule), to stdout or `-o DIR`.
+fn emit_hip(a: &EmitArgs, k: &qkc_dsl::ir::Kernel) -> miette::Result<()> {
+    use qkc_codegen::hip::{self, report, Arch, HipOptions};
+    let arch: Arch = a.arch.as_deref().unwrap_or("gfx90a").parse().map_err(|e| miette!("{e}"))?;
+    let m = hip::emit_kernel(k, &HipOptions::new(arch)).map_err(|e| miette!("{e}"))?;
+    let dir = match &a.output {
+        Some(dir) => {
+            let files = hip::build::write_module_files(dir, std::slice::from_ref(&m), &format!("qkc_{}", m.name), arch)
+                .map_err(|e| miette!("{e}"))?;
+            for f in &files {
+                println!("wrote {}", f.display());
+            }
+            dir.clone()
+        }
+        None if a.report => {
+            let dir = std::env::temp_dir().join(format!("qkc-hip-{}", std::process::id()));
+            hip::build::write_module_files(&dir, std::slice::from_ref(&m), &format!("qkc_{}", m.name), arch)
+                .map_err(|e| miette!("{e}"))?;
+            dir
+        }
+        None => {
+            println!("{}", m.source);
+            println!("// ---- {} ----\n{}", m.header_file(), m.header);
+            return Ok(());
+        }
+    };
+    if a.report {
+        let tc = report::Toolchain::find().ok_or_else(|| miette!("{}", report::ReportError::NoHipcc))?;
+        let out = report::compile(&tc, &dir.join(m.source_file()), arch, &dir.join("build"))
+            .map_err(|e| miette!("{e}"))?;
+        println!("{}", out.command);
+        if let Some(s) = &out.device_lib_shim {
+            println!("note: device libraries for {arch} synthesized in {}", s.display());
+        }
+        for w in &out.warnings {
+            println!("{w}");
+        }
+        print!("{}", report::format_table(std::slice::from_ref(&out)));
+        if out.disasm.is_none() {
+            println!("(no clang-offload-bundler/llvm-objdump found: v_dot4 not counted)");
+        }
+    }
+    Ok(())
+}
+
+/// `--target ptx`: PTX for CUDA (GPU schedule) for `--arch sm_80|sm_90` (default
+/// sm_90), to stdout or `-o FILE`.
+fn emit_ptx(a: &EmitArgs, k: &qkc_dsl::ir::Kernel) -> miette::Result<()> {
+    use qkc_codegen::ptx::{self, Arch};
+    let name = a.arch.as_deref().unwrap_or("sm_90");
+    let arch = Arch::parse(name).ok_or_else(|| miette!("unknown PTX arch `{name}`; use sm_80 or sm_90"))?;
+    let f = qkc_codegen::lower::lower_gpu(k, &qkc_codegen::lower::GpuOptions::for_kernel(k));
+    let text = ptx::emit(&f, arch).map_err(|e| miette!("{e}"))?;
+    match &a.output {
+        Some(path) => {
+            std::fs::write(path, text).map_err(|e| miette!("cannot write {}: {e}", path.display()))?;
+            println!("wrote {}", path.display());
+        }
+        None => print!("{text}"),
+    }
+    Ok(())
 }

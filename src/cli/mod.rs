@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod emit;
+pub mod quantize;
 pub mod run;
 pub mod tensors;
 

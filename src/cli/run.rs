@@ -84,11 +84,44 @@ pub fn run(a: &RunArgs) -> miette::Result<()> {
         tensors::save(p, &tensors::input_entries(k, &dims, &inputs))?;
     }
     let t0 = Instant::now();
-    let out = match a.target.as_str() {
-        "ref" => interp::run(k, &dims, &inputs).map_err(|e| miette!("{e}"))?,
-        other => return Err(miette!("unsupported target `{other}`; targets: ref")),
+    let (out, secs) = match a.target.as_str() {
+        "ref" => {
+            let out = interp::run(k, &dims, &inputs).map_err(|e| miette!("{e}"))?;
+            (out, t0.elapsed().as_secs_f64())
+        }
+        "cpu" => {
+            // Cranelift JIT: compile, time repeated runs, check against the reference.
+            use qkc_runtime::cpu::{compare_with_reference, CpuKernel, CpuOptions};
+            let cpu = CpuKernel::new(k, &CpuOptions::for_kernel(k)).map_err(|e| miette!("{e}"))?;
+            let compile_ms = t0.elapsed().as_secs_f64() * 1e3;
+            let (out, t) = cpu
+                .time(&dims, &inputs, 10, std::time::Duration::from_millis(500))
+                .map_err(|e| miette!("{e}"))?;
+            let c = compare_with_reference(k, &dims, &inputs, &out).map_err(|e| miette!("{e}"))?;
+            println!(
+                "cpu jit: compiled in {compile_ms:.1} ms, {} threads; {} runs, median {:.3} ms",
+                cpu.threads(),
+                t.reps,
+                t.median * 1e3
+            );
+            println!(
+                "reference check: max abs error {:.3e}, max rel error {:.3e} (of Σ|terms|), {}/{} outside tolerance: {}",
+                c.max_abs,
+                c.max_rel,
+                c.failures,
+                c.count,
+                if c.passed() { "pass" } else { "FAIL" }
+            );
+            if !c.passed() {
+                return Err(miette!(
+                    "the CPU JIT result differs from the reference interpreter (worst element {})",
+                    c.worst
+                ));
+            }
+            (out, t.best)
+        }
+        other => return Err(miette!("unsupported target `{other}`; targets: ref, cpu")),
     };
-    let secs = t0.elapsed().as_secs_f64();
     let (sum, hash) = checksum(&out);
     println!("kernel {} on {} [{}]", k.name, a.target, tensors::dims_str(k, &dims));
     println!("checksum: sum = {sum:.9e}, fnv64 = {hash:016x}");

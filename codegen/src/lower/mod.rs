@@ -11,10 +11,12 @@
 //!   decoded chunk); GPU schedules live next to their backends' needs in `gpu_*`.
 
 pub mod cpu;
+pub mod gpu;
 pub mod plan;
 pub mod scales;
 pub mod unpack;
 
+pub use gpu::GpuOptions;
 pub use plan::Plan;
 
 use crate::loop_ir::Func;
@@ -42,4 +44,9 @@ impl CpuOptions {
 /// Lowers a kernel for CPU backends (Cranelift, LLVM CPU).
 pub fn lower_cpu(k: &Kernel, opts: &CpuOptions) -> Func {
     cpu::lower(&Plan::new(k), opts)
+}
+
+/// Lowers a kernel for GPU backends (PTX): see [`gpu`] for the schedules.
+pub fn lower_gpu(k: &Kernel, opts: &GpuOptions) -> Func {
+    gpu::lower(&Plan::new(k), k.dims[k.m].max, opts)
 }

@@ -1,0 +1,7 @@
+#[qkc::packed(storage = stream)]
+enum NotAStruct {
+    A,
+    B,
+}
+
+fn main() {}

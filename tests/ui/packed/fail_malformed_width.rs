@@ -1,0 +1,7 @@
+#[qkc::packed(storage = stream)]
+struct Malformed {
+    #[bits(four)]
+    x: i8,
+}
+
+fn main() {}

@@ -1,0 +1,7 @@
+#[qkc::packed]
+struct NoStorage {
+    #[bits(4)]
+    x: i8,
+}
+
+fn main() {}

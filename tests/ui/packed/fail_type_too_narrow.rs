@@ -1,0 +1,7 @@
+#[qkc::packed(storage = stream)]
+struct Narrow {
+    #[bits(8, unsigned)]
+    x: i8,
+}
+
+fn main() {}

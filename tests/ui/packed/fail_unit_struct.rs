@@ -1,0 +1,4 @@
+#[qkc::packed(storage = stream)]
+struct Unit;
+
+fn main() {}

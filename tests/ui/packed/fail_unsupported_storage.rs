@@ -1,0 +1,7 @@
+#[qkc::packed(storage = nibble)]
+struct Nibble {
+    #[bits(4)]
+    x: i8,
+}
+
+fn main() {}

@@ -1,0 +1,7 @@
+#[qkc::packed(storage = stream)]
+struct Float {
+    #[bits(4)]
+    x: f32,
+}
+
+fn main() {}
