@@ -36,7 +36,11 @@ fn threads() -> usize {
     std::env::var("QKC_THREADS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -61,11 +65,17 @@ fn time_rotating(copies: usize, warm: usize, runs: usize, mut f: impl FnMut(usiz
 /// Read bandwidth of this machine: every thread sums its share of a 1 GiB buffer.
 fn read_bandwidth(pool: &rayon::ThreadPool) -> f64 {
     let words = (1usize << 30) / 8;
-    let buf: Vec<u64> = (0..words as u64).map(|i| i.wrapping_mul(0x9E37_79B9)).collect();
+    let buf: Vec<u64> = (0..words as u64)
+        .map(|i| i.wrapping_mul(0x9E37_79B9))
+        .collect();
     let mut best = 0f64;
     for _ in 0..5 {
         let s = Instant::now();
-        let sum: u64 = pool.install(|| buf.par_chunks(1 << 16).map(|c| c.iter().fold(0u64, |a, &x| a ^ x)).reduce(|| 0, |a, b| a ^ b));
+        let sum: u64 = pool.install(|| {
+            buf.par_chunks(1 << 16)
+                .map(|c| c.iter().fold(0u64, |a, &x| a ^ x))
+                .reduce(|| 0, |a, b| a ^ b)
+        });
         let secs = s.elapsed().as_secs_f64();
         std::hint::black_box(sum);
         best = best.max((words * 8) as f64 / secs);
@@ -77,7 +87,13 @@ fn copies_for(bytes: usize) -> usize {
     8.max((96usize << 20).div_ceil(bytes.max(1)))
 }
 
-fn bench_qkc(k: &Kernel, shape: (usize, usize, usize), runs: usize, rows: &mut Vec<Row>, pool_threads: usize) {
+fn bench_qkc(
+    k: &Kernel,
+    shape: (usize, usize, usize),
+    runs: usize,
+    rows: &mut Vec<Row>,
+    pool_threads: usize,
+) {
     let (m, n, kk) = shape;
     let mut dims = Dims { values: vec![0; 3] };
     dims.values[k.m] = m as u64;
@@ -97,7 +113,10 @@ fn bench_qkc(k: &Kernel, shape: (usize, usize, usize), runs: usize, rows: &mut V
                 .collect()
         })
         .collect();
-    for (label, simd) in [("qkc cranelift simd", true), ("qkc cranelift scalar", false)] {
+    for (label, simd) in [
+        ("qkc cranelift simd", true),
+        ("qkc cranelift scalar", false),
+    ] {
         let mut opts = CpuOptions::for_kernel(k);
         opts.jit.simd = simd;
         opts.threads = pool_threads;
@@ -136,11 +155,15 @@ fn bench_qkc(k: &Kernel, shape: (usize, usize, usize), runs: usize, rows: &mut V
     }
     #[cfg(feature = "llvm")]
     {
-        use qkc::runtime::llvm_cpu::LlvmCpuKernel;
-        match LlvmCpuKernel::new(k, &Default::default()) {
+        use qkc::runtime::llvm_cpu::{LlvmCpuKernel, LlvmCpuOptions};
+        let mut lo = LlvmCpuOptions::for_kernel(k);
+        lo.threads = pool_threads;
+        match LlvmCpuKernel::new(k, &lo) {
             Ok(lk) => {
+                let mut out =
+                    qkc::dsl::host::HostBuf::zeros(&k.output.ty, k.buffer_len(&k.output, &dims));
                 let secs = time_rotating(copies, 3, runs, |c| {
-                    if let Err(e) = lk.run(&dims, &sets[c]) {
+                    if let Err(e) = lk.run_into(&dims, &sets[c], &mut out) {
                         eprintln!("llvm: {e}");
                     }
                 });
@@ -167,13 +190,22 @@ fn bench_qkc(k: &Kernel, shape: (usize, usize, usize), runs: usize, rows: &mut V
     }
 }
 
-fn bench_f32(shape: (usize, usize, usize), runs: usize, rows: &mut Vec<Row>, pool: &rayon::ThreadPool) {
+fn bench_f32(
+    shape: (usize, usize, usize),
+    runs: usize,
+    rows: &mut Vec<Row>,
+    pool: &rayon::ThreadPool,
+) {
     let (m, n, k) = shape;
     let wb = n * k * 4;
-    let copies = 8.max((96usize << 20).div_ceil(wb)).min(((4usize << 30) / wb).max(2));
+    let copies = 8
+        .max((96usize << 20).div_ceil(wb))
+        .min(((4usize << 30) / wb).max(2));
     let mut rng = Rng::new(5);
     let x: Vec<f32> = (0..m * k).map(|_| rng.range_f32(-1.0, 1.0)).collect();
-    let ws: Vec<Vec<f32>> = (0..copies).map(|_| (0..n * k).map(|_| rng.range_f32(-1.0, 1.0)).collect()).collect();
+    let ws: Vec<Vec<f32>> = (0..copies)
+        .map(|_| (0..n * k).map(|_| rng.range_f32(-1.0, 1.0)).collect())
+        .collect();
     let mut y = vec![0f32; m * n];
     let secs = time_rotating(copies, 2, runs, |c| {
         let w = &ws[c];
@@ -209,7 +241,11 @@ fn bench_candle(shape: (usize, usize, usize), runs: usize, rows: &mut Vec<Row>) 
     use candle_core::{Device, Module, Tensor};
     let (m, n, k) = shape;
     let dev = Device::Cpu;
-    for (name, dt) in [("candle Q3K", GgmlDType::Q3K), ("candle Q4K", GgmlDType::Q4K), ("candle Q4_0", GgmlDType::Q4_0)] {
+    for (name, dt) in [
+        ("candle Q3K", GgmlDType::Q3K),
+        ("candle Q4K", GgmlDType::Q4K),
+        ("candle Q4_0", GgmlDType::Q4_0),
+    ] {
         let bytes_per_block = dt.type_size() as f64 / dt.block_size() as f64;
         let wb = (n * k) as f64 * bytes_per_block;
         let copies = copies_for(wb as usize);
@@ -244,7 +280,11 @@ fn bench_candle(shape: (usize, usize, usize), runs: usize, rows: &mut Vec<Row>) 
     }
 }
 
-fn plot(rows: &[Row], shapes: &[(usize, usize, usize)], path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+fn plot(
+    rows: &[Row],
+    shapes: &[(usize, usize, usize)],
+    path: &std::path::Path,
+) -> Result<(), Box<dyn std::error::Error>> {
     let names: Vec<String> = {
         let mut v: Vec<String> = Vec::new();
         for r in rows {
@@ -254,12 +294,18 @@ fn plot(rows: &[Row], shapes: &[(usize, usize, usize)], path: &std::path::Path) 
         }
         v
     };
-    let max = rows.iter().map(|r| (r.shape.1 * r.shape.2) as f64 / r.secs / 1e9).fold(1.0, f64::max);
+    let max = rows
+        .iter()
+        .map(|r| (r.shape.1 * r.shape.2) as f64 / r.secs / 1e9)
+        .fold(1.0, f64::max);
     let root = SVGBackend::new(path, (1100, 560)).into_drawing_area();
     root.fill(&WHITE)?;
     let groups = shapes.len();
     let mut chart = ChartBuilder::on(&root)
-        .caption("qkc CPU GEMV/GEMM: Gweights/s (higher is better)", ("sans-serif", 20))
+        .caption(
+            "qkc CPU GEMV/GEMM: Gweights/s (higher is better)",
+            ("sans-serif", 20),
+        )
         .margin(10)
         .x_label_area_size(40)
         .y_label_area_size(60)
@@ -270,7 +316,10 @@ fn plot(rows: &[Row], shapes: &[(usize, usize, usize)], path: &std::path::Path) 
         .x_labels(groups)
         .x_label_formatter(&|x| {
             let i = x.floor() as usize;
-            shapes.get(i).map(|s| format!("M={} N=K={}", s.0, s.1)).unwrap_or_default()
+            shapes
+                .get(i)
+                .map(|s| format!("M={} N=K={}", s.0, s.1))
+                .unwrap_or_default()
         })
         .y_desc("Gweights/s")
         .draw()?;
@@ -284,7 +333,10 @@ fn plot(rows: &[Row], shapes: &[(usize, usize, usize)], path: &std::path::Path) 
                 let si = shapes.iter().position(|s| *s == r.shape)?;
                 let x0 = si as f64 + 0.1 + ni as f64 * w;
                 let gw = (r.shape.1 * r.shape.2) as f64 / r.secs / 1e9;
-                Some(Rectangle::new([(x0, 0.0), (x0 + w * 0.9, gw)], color.filled()))
+                Some(Rectangle::new(
+                    [(x0, 0.0), (x0 + w * 0.9, gw)],
+                    color.filled(),
+                ))
             })
             .collect();
         chart
@@ -292,7 +344,11 @@ fn plot(rows: &[Row], shapes: &[(usize, usize, usize)], path: &std::path::Path) 
             .label(name.clone())
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
     }
-    chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw()?;
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.8))
+        .draw()?;
     root.present()?;
     Ok(())
 }
@@ -320,7 +376,14 @@ fn main() {
     let shapes: Vec<(usize, usize, usize)> = if quick {
         vec![(1, 4096, 4096)]
     } else {
-        vec![(1, 4096, 4096), (1, 8192, 8192), (16, 4096, 4096), (16, 8192, 8192), (64, 4096, 4096), (64, 8192, 8192)]
+        vec![
+            (1, 4096, 4096),
+            (1, 8192, 8192),
+            (16, 4096, 4096),
+            (16, 8192, 8192),
+            (64, 4096, 4096),
+            (64, 8192, 8192),
+        ]
     };
     let runs = if quick { 5 } else { 15 };
     println!("threads: {threads}");
@@ -329,10 +392,21 @@ fn main() {
     let mut rows = Vec::new();
     for &s in &shapes {
         let kern = if s.0 <= 8 { k } else { kg };
-        bench_qkc(kern, s, if s.0 > 8 { runs / 3 + 1 } else { runs }, &mut rows, threads);
+        bench_qkc(
+            kern,
+            s,
+            if s.0 > 8 { runs / 3 + 1 } else { runs },
+            &mut rows,
+            threads,
+        );
         #[cfg(feature = "candle")]
         bench_candle(s, if s.0 > 8 { runs / 3 + 1 } else { runs }, &mut rows);
-        bench_f32(s, if s.0 > 8 { runs / 3 + 1 } else { runs }, &mut rows, &pool);
+        bench_f32(
+            s,
+            if s.0 > 8 { runs / 3 + 1 } else { runs },
+            &mut rows,
+            &pool,
+        );
     }
     #[cfg(not(feature = "candle"))]
     println!("(candle columns need `--features candle`)");
@@ -342,7 +416,10 @@ fn main() {
         "M,N=K", "entry", "time (ms)", "Gweights/s", "GB/s (W)", "of read", "vs qkc"
     );
     for &s in &shapes {
-        let base = rows.iter().find(|r| r.shape == s && r.name == "qkc cranelift simd").map(|r| r.secs);
+        let base = rows
+            .iter()
+            .find(|r| r.shape == s && r.name == "qkc cranelift simd")
+            .map(|r| r.secs);
         for r in rows.iter().filter(|r| r.shape == s) {
             let gbs = r.weight_bytes / r.secs / 1e9;
             println!(
@@ -353,7 +430,8 @@ fn main() {
                 (s.1 * s.2) as f64 / r.secs / 1e9,
                 gbs,
                 100.0 * gbs * 1e9 / bw,
-                base.map(|b| format!("{:.2}x", r.secs / b)).unwrap_or_default()
+                base.map(|b| format!("{:.2}x", r.secs / b))
+                    .unwrap_or_default()
             );
         }
     }

@@ -6,12 +6,16 @@
 //! ```text
 //! cargo run --release --example gpu_bench -- [--kernel examples/kernels/gemv_w3p5.qk]
 //!     [--shapes 8192x8192,8192x28672,28672x8192,14336x4096] [--m 1,4,8]
-//!     [--copies 8] [--iters 200] [--peak 4.24] [--no-check]
+//!     [--copies 8] [--iters 200] [--peak 4.24] [--no-check] [--dump-ptx DIR]
+//!     [--block 128,256] [--unroll 2,4,8] [--chunk auto,32] [--min-blocks 0,12]
+//!     (a sweep over lowerings; --min-blocks sets `.minnctapersm`, 0 = none)
 //! ```
 //! Shapes are K×N (K the reduction). Every shape is first checked against the
 //! reference interpreter (M = 1) unless `--no-check`.
 
 use half::{bf16, f16};
+use qkc::codegen::lower::GpuOptions;
+use qkc::codegen::ptx::PtxOptions;
 use qkc::dsl::host::{HostBuf, Rng};
 use qkc::dsl::interp;
 use qkc::dsl::ir::{Dims, ElemType, Kernel, Role, Scalar, ScaleIndex};
@@ -25,6 +29,11 @@ struct Args {
     iters: usize,
     peak: f64,
     check: bool,
+    dump_ptx: Option<String>,
+    blocks: Vec<u32>,
+    unrolls: Vec<u32>,
+    chunks: Vec<u32>,
+    min_blocks: Vec<u32>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -36,6 +45,11 @@ fn parse() -> Result<Args, String> {
         iters: 200,
         peak: 4.24,
         check: true,
+        dump_ptx: None,
+        blocks: vec![128],
+        unrolls: vec![4],
+        chunks: vec![0],
+        min_blocks: vec![0],
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -46,20 +60,47 @@ fn parse() -> Result<Args, String> {
                 a.shapes = val()?
                     .split(',')
                     .map(|s| {
-                        let (k, n) = s.split_once('x').ok_or(format!("bad shape {s}: write KxN"))?;
-                        Ok((k.parse().map_err(|_| format!("bad K in {s}"))?, n.parse().map_err(|_| format!("bad N in {s}"))?))
+                        let (k, n) = s
+                            .split_once('x')
+                            .ok_or(format!("bad shape {s}: write KxN"))?;
+                        Ok((
+                            k.parse().map_err(|_| format!("bad K in {s}"))?,
+                            n.parse().map_err(|_| format!("bad N in {s}"))?,
+                        ))
                     })
                     .collect::<Result<_, String>>()?
             }
-            "--m" => a.ms = val()?.split(',').map(|s| s.parse().map_err(|_| format!("bad M {s}"))).collect::<Result<_, _>>()?,
+            "--m" => {
+                a.ms = val()?
+                    .split(',')
+                    .map(|s| s.parse().map_err(|_| format!("bad M {s}")))
+                    .collect::<Result<_, _>>()?
+            }
             "--copies" => a.copies = val()?.parse().map_err(|_| "bad --copies")?,
             "--iters" => a.iters = val()?.parse().map_err(|_| "bad --iters")?,
             "--peak" => a.peak = val()?.parse().map_err(|_| "bad --peak")?,
             "--no-check" => a.check = false,
+            "--dump-ptx" => a.dump_ptx = Some(val()?),
+            "--block" => a.blocks = list(&val()?)?,
+            "--unroll" => a.unrolls = list(&val()?)?,
+            "--chunk" => a.chunks = list(&val()?)?,
+            "--min-blocks" => a.min_blocks = list(&val()?)?,
             other => return Err(format!("unknown argument {other}")),
         }
     }
     Ok(a)
+}
+
+fn list(s: &str) -> Result<Vec<u32>, String> {
+    s.split(',')
+        .map(|x| {
+            if x == "auto" {
+                Ok(0)
+            } else {
+                x.parse().map_err(|_| format!("bad number {x}"))
+            }
+        })
+        .collect()
 }
 
 /// Random inputs, fast for large weights: packed weights are random bytes (every bit
@@ -84,11 +125,25 @@ fn inputs(k: &Kernel, d: &Dims, seed: u64) -> Vec<HostBuf> {
                     v.truncate(len);
                     HostBuf::Packed(v)
                 }
-                ElemType::Scalar(Scalar::I8) => HostBuf::I8((0..len).map(|_| rng.next_u64() as i8).collect()),
-                ElemType::Scalar(Scalar::I32) => HostBuf::I32((0..len).map(|_| rng.range_i32(-1000, 1000)).collect()),
-                ElemType::Scalar(Scalar::F16) => HostBuf::F16((0..len).map(|_| f16::from_f32(rng.range_f32(lo, hi))).collect()),
-                ElemType::Scalar(Scalar::BF16) => HostBuf::BF16((0..len).map(|_| bf16::from_f32(rng.range_f32(lo, hi))).collect()),
-                ElemType::Scalar(Scalar::F32) => HostBuf::F32((0..len).map(|_| rng.range_f32(lo, hi)).collect()),
+                ElemType::Scalar(Scalar::I8) => {
+                    HostBuf::I8((0..len).map(|_| rng.next_u64() as i8).collect())
+                }
+                ElemType::Scalar(Scalar::I32) => {
+                    HostBuf::I32((0..len).map(|_| rng.range_i32(-1000, 1000)).collect())
+                }
+                ElemType::Scalar(Scalar::F16) => HostBuf::F16(
+                    (0..len)
+                        .map(|_| f16::from_f32(rng.range_f32(lo, hi)))
+                        .collect(),
+                ),
+                ElemType::Scalar(Scalar::BF16) => HostBuf::BF16(
+                    (0..len)
+                        .map(|_| bf16::from_f32(rng.range_f32(lo, hi)))
+                        .collect(),
+                ),
+                ElemType::Scalar(Scalar::F32) => {
+                    HostBuf::F32((0..len).map(|_| rng.range_f32(lo, hi)).collect())
+                }
             }
         })
         .collect()
@@ -106,8 +161,17 @@ fn main() {
     }
 }
 
+/// One lowering variant of the sweep.
+struct Variant {
+    label: String,
+    kernel: CudaKernel,
+}
+
 fn real_main() -> Result<(), String> {
-    let a = parse()?;
+    let mut a = parse()?;
+    if !std::path::Path::new(&a.kernel).exists() {
+        a.kernel = "examples/kernels/gemv_w3p5.qk".into();
+    }
     let dev = match CudaDevice::new(0) {
         Ok(d) => d,
         Err(e) => {
@@ -118,13 +182,62 @@ fn real_main() -> Result<(), String> {
     let src = std::fs::read_to_string(&a.kernel).map_err(|e| format!("{}: {e}", a.kernel))?;
     let prog = qkc::dsl::compile(&a.kernel, &src).map_err(|e| format!("{e:?}"))?;
     let k = prog.kernels.first().ok_or("no kernel in the file")?.clone();
-    let ck = CudaKernel::new(&dev, &k, &CudaOptions::default()).map_err(|e| e.to_string())?;
+    let base = GpuOptions::for_kernel(&k);
+    let mut variants = Vec::new();
+    for &block in &a.blocks {
+        for &unroll in &a.unrolls {
+            for &chunk in &a.chunks {
+                for &mb in &a.min_blocks {
+                    let o = GpuOptions {
+                        block,
+                        unroll,
+                        chunk_weights: (chunk > 0).then_some(chunk),
+                        ..base.clone()
+                    };
+                    let opts = CudaOptions {
+                        gpu: Some(o),
+                        ptx: PtxOptions {
+                            min_blocks_per_sm: (mb > 0).then_some(mb),
+                        },
+                        ..CudaOptions::default()
+                    };
+                    let kernel = CudaKernel::new(&dev, &k, &opts).map_err(|e| e.to_string())?;
+                    let chunk_s = if chunk == 0 {
+                        "auto".to_string()
+                    } else {
+                        chunk.to_string()
+                    };
+                    let mb_s = if mb == 0 {
+                        String::new()
+                    } else {
+                        format!(", min blocks {mb}")
+                    };
+                    variants.push(Variant {
+                        label: format!("block {block}, unroll {unroll}, chunk {chunk_s}{mb_s}"),
+                        kernel,
+                    });
+                }
+            }
+        }
+    }
     println!("device: {} ({})", dev.name(), dev.arch().name());
     match dev.copy_bandwidth(1 << 31) {
-        Ok(bw) => println!("device-to-device copy: {:.2} TB/s (read + write)", bw / 1e12),
+        Ok(bw) => println!(
+            "device-to-device copy: {:.2} TB/s (read + write)",
+            bw / 1e12
+        ),
         Err(e) => println!("copy ceiling not measured: {e}"),
     }
     println!("kernel {}: weight layout {}", k.name, k.weight_layout());
+    if let Some(dir) = &a.dump_ptx {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{dir}: {e}"))?;
+        for m in [1, 2, 4, 8, 9] {
+            if let Ok(text) = variants[0].kernel.ptx(m) {
+                let p = format!("{dir}/{}_m{m}.ptx", k.name);
+                std::fs::write(&p, text).map_err(|e| format!("{p}: {e}"))?;
+            }
+        }
+    }
     let mut rows = Vec::new();
     for &(kk, n) in &a.shapes {
         for &m in &a.ms {
@@ -142,41 +255,70 @@ fn real_main() -> Result<(), String> {
                 continue;
             }
             let host = inputs(&k, &d, 42 + m);
+            let ck0 = &variants[0].kernel;
             let mut sets = Vec::new();
             for _ in 0..a.copies.max(1) {
-                sets.push(ck.upload(&d, &host).map_err(|e| e.to_string())?);
+                sets.push(ck0.upload(&d, &host).map_err(|e| e.to_string())?);
             }
-            if a.check && m == a.ms[0] {
-                ck.launch(&mut sets[0]).map_err(|e| e.to_string())?;
-                let got = ck.download(&sets[0]).map_err(|e| e.to_string())?.to_f64();
-                let want = interp::run_f64(&k, &d, &host).map_err(|e| e.to_string())?;
-                let mag = interp::magnitude(&k, &d, &host).map_err(|e| e.to_string())?;
-                let tol = (kk as f64 + 64.0) * 2f64.powi(-24);
-                let worst = got
-                    .iter()
-                    .zip(&want)
-                    .zip(&mag)
-                    .map(|((g, w), m)| if g.is_finite() { (g - w).abs() / m.max(1e-30) } else { f64::INFINITY })
-                    .fold(0.0, f64::max);
-                if worst > tol {
-                    return Err(format!("{kk}x{n} M={m}: wrong output (worst error / magnitude {worst:.3e} > {tol:.3e})"));
+            let check = a.check && m == a.ms[0];
+            let (want, mag) = if check {
+                (
+                    interp::run_f64(&k, &d, &host).map_err(|e| e.to_string())?,
+                    interp::magnitude(&k, &d, &host).map_err(|e| e.to_string())?,
+                )
+            } else {
+                (Vec::new(), Vec::new())
+            };
+            for v in &variants {
+                let ck = &v.kernel;
+                if check {
+                    ck.launch(&mut sets[0]).map_err(|e| e.to_string())?;
+                    let got = ck.download(&sets[0]).map_err(|e| e.to_string())?.to_f64();
+                    let tol = (kk as f64 + 64.0) * 2f64.powi(-24);
+                    let worst = got
+                        .iter()
+                        .zip(&want)
+                        .zip(&mag)
+                        .map(|((g, w), m)| {
+                            if g.is_finite() {
+                                (g - w).abs() / m.max(1e-30)
+                            } else {
+                                f64::INFINITY
+                            }
+                        })
+                        .fold(0.0, f64::max);
+                    if worst > tol {
+                        return Err(format!(
+                            "{kk}x{n} M={m} [{}]: wrong output (worst error / magnitude {worst:.3e} > {tol:.3e})",
+                            v.label
+                        ));
+                    }
                 }
-                println!("checked {kk}x{n} M={m} against the reference: worst error / magnitude {worst:.2e}");
+                let mut t = ck.time(&mut sets, 20, a.iters).map_err(|e| e.to_string())?;
+                let med = median(&mut t);
+                let min = t[0];
+                let wb = k.weight_bytes(&d) as f64;
+                let gbs = wb / (med * 1e-6) / 1e9;
+                rows.push(format!(
+                    "| {kk}x{n} | {m} | {} | {med:.1} | {min:.1} | {:.1} | {gbs:.0} | {:.2} |",
+                    v.label,
+                    wb / (a.peak * 1e12) * 1e6,
+                    gbs / (a.peak * 1e3)
+                ));
             }
-            let mut t = ck.time(&mut sets, 20, a.iters).map_err(|e| e.to_string())?;
-            let med = median(&mut t);
-            let min = t[0];
-            let wb = k.weight_bytes(&d) as f64;
-            let gbs = wb / (med * 1e-6) / 1e9;
-            rows.push(format!(
-                "| {kk}x{n} | {m} | {med:.1} | {min:.1} | {:.1} | {gbs:.0} | {:.2} |",
-                wb / (a.peak * 1e12) * 1e6,
-                gbs / (a.peak * 1e3)
-            ));
+            if check {
+                println!(
+                    "checked {kk}x{n} M={m} against the reference ({} variants)",
+                    variants.len()
+                );
+            }
         }
     }
-    println!("\n| K×N | M | median µs | min µs | floor µs | weight GB/s | of {} TB/s |", a.peak);
-    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "\n| K×N | M | variant | median µs | min µs | floor µs | weight GB/s | of {} TB/s |",
+        a.peak
+    );
+    println!("|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!("{r}");
     }

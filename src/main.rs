@@ -5,7 +5,11 @@ use clap::{Parser, Subcommand};
 use qkc::cli;
 
 #[derive(Parser)]
-#[command(name = "qkc", version, about = "A compiler for quantized matrix-multiply kernels")]
+#[command(
+    name = "qkc",
+    version,
+    about = "A compiler for quantized matrix-multiply kernels"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -19,6 +23,8 @@ enum Cmd {
     Run(cli::run::RunArgs),
     /// Print or write the code a stage or backend produces for a kernel.
     Emit(cli::emit::EmitArgs),
+    /// Run the flagship 3.5-bit GEMV on the CPU JIT, check it, and write every backend's output.
+    Demo(cli::demo::DemoArgs),
     /// Quantize the 2-D float tensors of a .safetensors file into a packed layout.
     Quantize(cli::quantize::QuantizeArgs),
 }
@@ -29,6 +35,7 @@ fn main() -> miette::Result<()> {
         Cmd::Check(a) => cli::check::run(&a),
         Cmd::Run(a) => cli::run::run(&a),
         Cmd::Emit(a) => cli::emit::run(&a),
+        Cmd::Demo(a) => cli::demo::run(&a),
         Cmd::Quantize(a) => cli::quantize::run(&a),
     }
 }

@@ -27,7 +27,9 @@
 use half::{bf16, f16};
 use qkc::codegen::cranelift::{compile, CraneliftError, CraneliftOptions};
 use qkc::codegen::loop_ir::build::*;
-use qkc::codegen::loop_ir::{eval, BinOp, Buf, CmpOp, Elem, Expr, Func, Launch, LoopKind, Stmt, Ty, Var};
+use qkc::codegen::loop_ir::{
+    eval, BinOp, Buf, CmpOp, Elem, Expr, Func, Launch, LoopKind, Stmt, Ty, Var,
+};
 use qkc::codegen::lower;
 use qkc::dsl::host::{random_inputs, HostBuf, Rng};
 use qkc::dsl::interp;
@@ -93,7 +95,7 @@ fn source(s: &Spec) -> String {
                 params.push(format!("xg: f32[M, K / {g}]"));
                 factors.push(format!("xg[m, k / {g}]"));
             }
-        } else if s.scales % 2 == 0 {
+        } else if s.scales.is_multiple_of(2) {
             params.push(format!("wc: {sty}[N]"));
             factors.push("wc[n]".into());
         }
@@ -136,7 +138,11 @@ fn ulp(ty: Scalar, x: f64) -> f64 {
         Scalar::F32 => (23, -126),
         _ => return 0.0,
     };
-    let e = if x == 0.0 { min_exp } else { (x.abs().log2().floor() as i32).max(min_exp) };
+    let e = if x == 0.0 {
+        min_exp
+    } else {
+        (x.abs().log2().floor() as i32).max(min_exp)
+    };
     2f64.powi(e - mant)
 }
 
@@ -174,7 +180,11 @@ fn assert_matches_reference(k: &Kernel, dims: &Dims, inputs: &[HostBuf], got: &H
 fn nonzero_inputs(k: &Kernel, dims: &Dims, seed: u64) -> Vec<HostBuf> {
     for s in seed..seed + 100 {
         let inputs = random_inputs(k, dims, s);
-        if interp::magnitude(k, dims, &inputs).unwrap().iter().any(|&m| m > 0.0) {
+        if interp::magnitude(k, dims, &inputs)
+            .unwrap()
+            .iter()
+            .any(|&m| m > 0.0)
+        {
             return inputs;
         }
     }
@@ -213,12 +223,15 @@ fn jit_matches_reference_on_generated_kernels() {
     let mut runs = 0;
     let mut simd_runs = 0;
     let mut kernels = 0;
-    for layout in 0..LAYOUTS.len() {
-        let per_unit = LAYOUTS[layout].1;
+    for (layout, &(_, per_unit, _)) in LAYOUTS.iter().enumerate() {
         for act in ACTS {
-            let small = if rng.next_u64() % 2 == 0 { 2 } else { 4 };
+            let small = if rng.next_u64().is_multiple_of(2) {
+                2
+            } else {
+                4
+            };
             for group in [None, Some(small), Some(32), Some(128)] {
-                if group.is_some_and(|g| g as usize % per_unit != 0) {
+                if group.is_some_and(|g| !(g as usize).is_multiple_of(per_unit)) {
                     continue;
                 }
                 let mut outs = vec!["f32", "f16", "bf16"];
@@ -231,7 +244,7 @@ fn jit_matches_reference_on_generated_kernels() {
                         act,
                         group,
                         out,
-                        k_bound: rng.next_u64() % 2 == 0,
+                        k_bound: rng.next_u64().is_multiple_of(2),
                         scales: rng.next_u64() % 60,
                     };
                     let src = source(&spec);
@@ -246,9 +259,9 @@ fn jit_matches_reference_on_generated_kernels() {
                             SHAPES[(rng.next_u64() % SHAPES.len() as u64) as usize]
                         };
                         let tile_m = [1, 4, 3][(rng.next_u64() % 3) as usize];
-                        let simd = rng.next_u64() % 4 != 0;
+                        let simd = !rng.next_u64().is_multiple_of(4);
                         let threads = 1 + (rng.next_u64() % 2) as usize;
-                        let chunked = rng.next_u64() % 8 != 0;
+                        let chunked = !rng.next_u64().is_multiple_of(8);
                         let mut o = opts(tile_m, chunked, simd, threads, false);
                         o.adapt_tile = cfg == 1;
                         let ctx = format!(
@@ -257,22 +270,40 @@ fn jit_matches_reference_on_generated_kernels() {
                         let cpu = CpuKernel::new(&k, &o).unwrap_or_else(|e| panic!("{ctx}: {e}"));
                         let dims = dims_of(&k, shape);
                         let inputs = nonzero_inputs(&k, &dims, rng.next_u64());
-                        let got = cpu.run(&dims, &inputs).unwrap_or_else(|e| panic!("{ctx}: {e}"));
+                        let got = cpu
+                            .run(&dims, &inputs)
+                            .unwrap_or_else(|e| panic!("{ctx}: {e}"));
                         assert_matches_reference(&k, &dims, &inputs, &got, &ctx);
                         runs += 1;
                         simd_runs += simd as usize;
                         if cfg == 0 {
                             // The other code path (SIMD <-> scalar), bounds-checked.
                             let o2 = opts(tile_m, chunked, !simd, 3 - threads, true);
-                            let other = CpuKernel::new(&k, &o2).unwrap().run(&dims, &inputs).unwrap();
+                            let other = CpuKernel::new(&k, &o2)
+                                .unwrap()
+                                .run(&dims, &inputs)
+                                .unwrap();
                             if act == "i8" {
-                                assert_eq!(got.as_bytes(), other.as_bytes(), "{ctx}: SIMD and scalar differ");
+                                assert_eq!(
+                                    got.as_bytes(),
+                                    other.as_bytes(),
+                                    "{ctx}: SIMD and scalar differ"
+                                );
                             } else {
                                 assert_matches_reference(&k, &dims, &inputs, &other, &ctx);
                             }
                             let scalar = if simd { &other } else { &got };
-                            let ev = eval_output(cpu.func_for(shape.0), &dims, &inputs, got.as_bytes().len());
-                            assert_eq!(scalar.as_bytes(), ev, "{ctx}: scalar JIT differs from the loop-IR interpreter");
+                            let ev = eval_output(
+                                cpu.func_for(shape.0),
+                                &dims,
+                                &inputs,
+                                got.as_bytes().len(),
+                            );
+                            assert_eq!(
+                                scalar.as_bytes(),
+                                ev,
+                                "{ctx}: scalar JIT differs from the loop-IR interpreter"
+                            );
                         }
                     }
                 }
@@ -280,7 +311,10 @@ fn jit_matches_reference_on_generated_kernels() {
         }
     }
     assert!(kernels > 300, "{kernels} kernels");
-    assert!(runs > 600 && simd_runs > 300, "{runs} runs, {simd_runs} with SIMD");
+    assert!(
+        runs > 600 && simd_runs > 300,
+        "{runs} runs, {simd_runs} with SIMD"
+    );
 }
 
 /// The bundled examples, every option combination, shapes past every chunk, under
@@ -307,19 +341,33 @@ fn bundled_examples_under_bounds_checks() {
                 let dims = dims_of(k, shape);
                 let inputs = nonzero_inputs(k, &dims, 7 + i as u64);
                 let mut first: Option<HostBuf> = None;
-                for (simd, tile_m, threads, adapt) in
-                    [(true, 4, 2, true), (false, 1, 1, false), (true, 1, 3, false), (false, 4, 2, true), (true, 4, 1, false)]
-                {
+                for (simd, tile_m, threads, adapt) in [
+                    (true, 4, 2, true),
+                    (false, 1, 1, false),
+                    (true, 1, 3, false),
+                    (false, 4, 2, true),
+                    (true, 4, 1, false),
+                ] {
                     let mut o = opts(tile_m, true, simd, threads, true);
                     o.adapt_tile = adapt;
-                    let ctx = format!("{} {shape:?} simd {simd} tile_m {tile_m} threads {threads} adapt {adapt}", k.name);
-                    let got = CpuKernel::new(k, &o).unwrap().run(&dims, &inputs).unwrap_or_else(|e| panic!("{ctx}: {e}"));
+                    let ctx = format!(
+                        "{} {shape:?} simd {simd} tile_m {tile_m} threads {threads} adapt {adapt}",
+                        k.name
+                    );
+                    let got = CpuKernel::new(k, &o)
+                        .unwrap()
+                        .run(&dims, &inputs)
+                        .unwrap_or_else(|e| panic!("{ctx}: {e}"));
                     assert_matches_reference(k, &dims, &inputs, &got, &ctx);
                     let c = compare_with_reference(k, &dims, &inputs, &got).unwrap();
                     assert!(c.passed(), "{ctx}: {c:?}");
                     if k.is_int() {
                         if let Some(f) = &first {
-                            assert_eq!(f.as_bytes(), got.as_bytes(), "{ctx}: integer paths must agree bit for bit");
+                            assert_eq!(
+                                f.as_bytes(),
+                                got.as_bytes(),
+                                "{ctx}: integer paths must agree bit for bit"
+                            );
                         }
                         first = Some(got);
                     }
@@ -331,14 +379,22 @@ fn bundled_examples_under_bounds_checks() {
 
 #[test]
 fn comparison_detects_a_wrong_output() {
-    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/kernels/gemv_w3p5.qk")).unwrap();
+    let src = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/kernels/gemv_w3p5.qk"
+    ))
+    .unwrap();
     let k = kernel_of(&src);
     let dims = dims_of(&k, (2, 8, 300));
     let inputs = nonzero_inputs(&k, &dims, 5);
     let cpu = CpuKernel::new(&k, &CpuOptions::for_kernel(&k)).unwrap();
     let got = cpu.run(&dims, &inputs).unwrap();
-    assert!(compare_with_reference(&k, &dims, &inputs, &got).unwrap().passed());
-    let HostBuf::F32(mut v) = got else { panic!("f32 output") };
+    assert!(compare_with_reference(&k, &dims, &inputs, &got)
+        .unwrap()
+        .passed());
+    let HostBuf::F32(mut v) = got else {
+        panic!("f32 output")
+    };
     v[3] += 1e-3 * v[3].abs().max(1.0);
     let c = compare_with_reference(&k, &dims, &inputs, &HostBuf::F32(v)).unwrap();
     assert_eq!(c.failures, 1, "{c:?}");
@@ -353,7 +409,8 @@ fn err_text(e: CpuError) -> String {
 
 #[test]
 fn bad_inputs_are_errors_naming_the_tensor() {
-    let src = "kernel e(x: i8[M, K], xs: f32[M], w: q3p5[N, K], ws: f16[N, K / 32]) -> y: f32[M, N] {\n\
+    let src =
+        "kernel e(x: i8[M, K], xs: f32[M], w: q3p5[N, K], ws: f16[N, K / 32]) -> y: f32[M, N] {\n\
                where M <= 8;\n\
                y[m, n] = sum(k) x[m, k] * w[n, k] * ws[n, k / 32] * xs[m];\n}\n";
     let k = kernel_of(src);
@@ -387,7 +444,10 @@ fn bad_inputs_are_errors_naming_the_tensor() {
     assert!(e.contains("`x`"), "{e}");
     // Wrong count.
     let e = err_text(cpu.run(&dims, &good[..3]).unwrap_err());
-    assert!(e.contains("4 input buffers") && e.contains("3 given"), "{e}");
+    assert!(
+        e.contains("4 input buffers") && e.contains("3 given"),
+        "{e}"
+    );
     let mut more = good.clone();
     more.push(HostBuf::F32(vec![1.0]));
     assert!(cpu.run(&dims, &more).is_err());
@@ -442,7 +502,12 @@ fn checked() -> CraneliftOptions {
 }
 
 /// Runs `f` natively: the buffers after the call.
-fn jit(f: &Func, bufs: &[Vec<u8>], dims: &[i64], o: &CraneliftOptions) -> Result<Vec<Vec<u8>>, CraneliftError> {
+fn jit(
+    f: &Func,
+    bufs: &[Vec<u8>],
+    dims: &[i64],
+    o: &CraneliftOptions,
+) -> Result<Vec<Vec<u8>>, CraneliftError> {
     let c = compile(f, o)?;
     let mut b = bufs.to_vec();
     let lens: Vec<i64> = b.iter().map(|x| x.len() as i64).collect();
@@ -462,7 +527,8 @@ fn interp_run(f: &Func, bufs: &[Vec<u8>], dims: &[i64]) -> Result<Vec<Vec<u8>>, 
 /// Asserts that the JIT (with and without the optimizer and SIMD) and the loop-IR
 /// interpreter leave identical output bytes (NaNs compared as NaN for f32 outputs).
 fn assert_same(f: &Func, bufs: &[Vec<u8>], dims: &[i64], what: &str) -> Vec<u8> {
-    let want = interp_run(f, bufs, dims).unwrap_or_else(|e| panic!("{what}: interpreter: {e}\n{f}"));
+    let want =
+        interp_run(f, bufs, dims).unwrap_or_else(|e| panic!("{what}: interpreter: {e}\n{f}"));
     let want = want.last().unwrap().clone();
     for o in [
         checked(),
@@ -502,7 +568,22 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-const INT_EDGES: [i32; 14] = [0, 1, -1, 2, 7, 31, 32, 33, 63, 64, -64, i32::MIN, i32::MAX, -2];
+const INT_EDGES: [i32; 14] = [
+    0,
+    1,
+    -1,
+    2,
+    7,
+    31,
+    32,
+    33,
+    63,
+    64,
+    -64,
+    i32::MIN,
+    i32::MAX,
+    -2,
+];
 
 fn int_data(rng: &mut Rng, n: usize) -> Vec<i32> {
     let mut v: Vec<i32> = INT_EDGES.to_vec();
@@ -533,7 +614,9 @@ fn integer_operations_match_the_interpreter() {
     let a = int_data(&mut rng, n);
     let mut b = int_data(&mut rng, n);
     b.rotate_left(5);
-    let ah: Vec<i32> = (0..n).map(|i| a[(i * 7) % n] ^ (i as i32 * 0x1234567)).collect();
+    let ah: Vec<i32> = (0..n)
+        .map(|i| a[(i * 7) % n] ^ (i as i32 * 0x1234567))
+        .collect();
     let ops = [
         BinOp::Add,
         BinOp::Sub,
@@ -554,7 +637,12 @@ fn integer_operations_match_the_interpreter() {
     for ty in [Ty::I32, Ty::I64] {
         for op in ops {
             let mut f = func(
-                &[("a", Elem::I32), ("ah", Elem::I32), ("b", Elem::I32), ("y", Elem::I32)],
+                &[
+                    ("a", Elem::I32),
+                    ("ah", Elem::I32),
+                    ("b", Elem::I32),
+                    ("y", Elem::I32),
+                ],
                 &["n"],
             );
             over_i(&mut f, |_, i| {
@@ -564,7 +652,11 @@ fn integer_operations_match_the_interpreter() {
                         _ => bin(
                             BinOp::Or,
                             bin(BinOp::Shl, cast(Ty::I64, load(1, var(i))), i64c(32)),
-                            bin(BinOp::And, cast(Ty::I64, load(buf, var(i))), i64c(0xffff_ffff)),
+                            bin(
+                                BinOp::And,
+                                cast(Ty::I64, load(buf, var(i))),
+                                i64c(0xffff_ffff),
+                            ),
                         ),
                     }
                 };
@@ -586,7 +678,11 @@ fn integer_operations_match_the_interpreter() {
                     },
                 ]
             });
-            let bb = if matches!(op, BinOp::Div | BinOp::Rem) { &b_nz } else { &b };
+            let bb = if matches!(op, BinOp::Div | BinOp::Rem) {
+                &b_nz
+            } else {
+                &b
+            };
             let bufs = vec![i32_bytes(&a), i32_bytes(&ah), i32_bytes(bb), vec![0; 8 * n]];
             let out = assert_same(&f, &bufs, &[n as i64], &format!("{ty:?} {op:?}"));
             assert!(out.iter().any(|&x| x != 0));
@@ -606,7 +702,12 @@ fn integer_operations_match_the_interpreter() {
                         value: cast(Ty::I32, bin(op, x, Expr::Int(c, ty))),
                     }]
                 });
-                assert_same(&f, &[i32_bytes(&a), vec![0; 4 * n]], &[n as i64], &format!("{ty:?} {op:?} {c}"));
+                assert_same(
+                    &f,
+                    &[i32_bytes(&a), vec![0; 4 * n]],
+                    &[n as i64],
+                    &format!("{ty:?} {op:?} {c}"),
+                );
             }
         }
     }
@@ -620,8 +721,26 @@ fn comparisons_selects_casts_and_dot4_match_the_interpreter() {
     let mut b = int_data(&mut rng, n);
     b.rotate_left(3);
     let fa: Vec<f32> = vec![
-        0.0, -0.0, 1.0, -1.5, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1e-40, -3e38, 3e38, 2.5, -2.5, 1e10,
-        -1e19, 9.3e18, 4294967296.5, 2147483648.0, -2147483649.0, 0.49999997, 16777217.0,
+        0.0,
+        -0.0,
+        1.0,
+        -1.5,
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        1e-40,
+        -3e38,
+        3e38,
+        2.5,
+        -2.5,
+        1e10,
+        -1e19,
+        9.3e18,
+        4294967296.5,
+        2147483648.0,
+        -2147483649.0,
+        0.49999997,
+        16777217.0,
     ]
     .into_iter()
     .chain((0..20).map(|_| rng.range_f32(-1e6, 1e6)))
@@ -631,7 +750,13 @@ fn comparisons_selects_casts_and_dot4_match_the_interpreter() {
     for op in [CmpOp::Lt, CmpOp::Le, CmpOp::Eq, CmpOp::Ne] {
         for ty in [Ty::I32, Ty::I64, Ty::F32] {
             let mut f = func(
-                &[("a", Elem::I32), ("b", Elem::I32), ("fa", Elem::F32), ("fb", Elem::F32), ("y", Elem::I32)],
+                &[
+                    ("a", Elem::I32),
+                    ("b", Elem::I32),
+                    ("fa", Elem::F32),
+                    ("fb", Elem::F32),
+                    ("y", Elem::I32),
+                ],
                 &["n"],
             );
             over_i(&mut f, |_, i| {
@@ -653,16 +778,32 @@ fn comparisons_selects_casts_and_dot4_match_the_interpreter() {
                     ),
                 }]
             });
-            let bufs = vec![i32_bytes(&a), i32_bytes(&b), f32_bytes(&fa), f32_bytes(&fb), vec![0; 4 * n]];
+            let bufs = vec![
+                i32_bytes(&a),
+                i32_bytes(&b),
+                f32_bytes(&fa),
+                f32_bytes(&fb),
+                vec![0; 4 * n],
+            ];
             assert_same(&f, &bufs, &[n as i64], &format!("cmp {op:?} {ty:?}"));
         }
     }
     // Float arithmetic, min/max with NaN, and casts both ways.
-    for (k, what) in ["add", "sub", "mul", "div", "min", "max", "and", "i2f", "l2f", "f2i", "f2l", "neg0"]
-        .iter()
-        .enumerate()
+    for (k, what) in [
+        "add", "sub", "mul", "div", "min", "max", "and", "i2f", "l2f", "f2i", "f2l", "neg0",
+    ]
+    .iter()
+    .enumerate()
     {
-        let mut f = func(&[("fa", Elem::F32), ("fb", Elem::F32), ("a", Elem::I32), ("y", Elem::F32)], &["n"]);
+        let mut f = func(
+            &[
+                ("fa", Elem::F32),
+                ("fb", Elem::F32),
+                ("a", Elem::I32),
+                ("y", Elem::F32),
+            ],
+            &["n"],
+        );
         over_i(&mut f, |_, i| {
             let (x, y) = (load(0, var(i)), load(1, var(i)));
             let v = match k {
@@ -674,7 +815,10 @@ fn comparisons_selects_casts_and_dot4_match_the_interpreter() {
                 5 => bin(BinOp::Max, x, y),
                 6 => bin(BinOp::And, x, y),
                 7 => cast(Ty::F32, load(2, var(i))),
-                8 => cast(Ty::F32, mul(cast(Ty::I64, load(2, var(i))), i64c(0x1_0000_0001))),
+                8 => cast(
+                    Ty::F32,
+                    mul(cast(Ty::I64, load(2, var(i))), i64c(0x1_0000_0001)),
+                ),
                 9 => cast(Ty::F32, cast(Ty::I32, mul(x, f32c(1000.0)))),
                 10 => cast(Ty::F32, bin(BinOp::Sar, cast(Ty::I64, x), i64c(20))),
                 _ => mul(x, f32c(-0.0)),
@@ -685,11 +829,19 @@ fn comparisons_selects_casts_and_dot4_match_the_interpreter() {
                 value: v,
             }]
         });
-        let bufs = vec![f32_bytes(&fa), f32_bytes(&fb), i32_bytes(&a), vec![0; 4 * n]];
+        let bufs = vec![
+            f32_bytes(&fa),
+            f32_bytes(&fb),
+            i32_bytes(&a),
+            vec![0; 4 * n],
+        ];
         assert_same(&f, &bufs, &[n as i64], what);
     }
     // dp4a.
-    let mut f = func(&[("a", Elem::I32), ("b", Elem::I32), ("y", Elem::I32)], &["n"]);
+    let mut f = func(
+        &[("a", Elem::I32), ("b", Elem::I32), ("y", Elem::I32)],
+        &["n"],
+    );
     over_i(&mut f, |_, i| {
         vec![Stmt::Store {
             buf: 2,
@@ -701,7 +853,12 @@ fn comparisons_selects_casts_and_dot4_match_the_interpreter() {
             },
         }]
     });
-    let out = assert_same(&f, &[i32_bytes(&a), i32_bytes(&b), vec![0; 4 * n]], &[n as i64], "dot4");
+    let out = assert_same(
+        &f,
+        &[i32_bytes(&a), i32_bytes(&b), vec![0; 4 * n]],
+        &[n as i64],
+        "dot4",
+    );
     assert!(out.iter().any(|&x| x != 0));
 }
 
@@ -727,18 +884,23 @@ fn every_f16_and_bf16_pattern_loads_exactly() {
             assert_eq!(got, want, "{elem:?} {h:#06x}");
         }
     }
-    // The vector f16/bf16 paths (f32 dot runs) on special values: compare with the
-    // scalar path (identical products; a single-code run has nothing to reassociate).
-    let specials: Vec<u16> = vec![0x0000, 0x8000, 0x0001, 0x03ff, 0x0400, 0x3c00, 0x7bff, 0xfbff, 0x7c00, 0xfc00, 0x3555, 0x83ff, 0x7e01, 0x7c01, 0x7f81, 0xffc1, 0x0080, 0x807f];
+    // The vector f16/bf16 conversions (f32 dot runs with one nonzero code), again on
+    // every bit pattern: the result is the converted activation plus zeros.
+    let all: Vec<u16> = (0..=u16::MAX).collect();
     for elem in [Elem::F16, Elem::BF16] {
-        let (f, bufs, n) = dot_run_func(elem, &specials);
-        let want = interp_run(&f, &bufs, &[n]).unwrap();
+        let (f, bufs, n) = dot_run_func(elem, &all);
         let got = jit(&f, &bufs, &[n], &checked()).unwrap();
-        let (w, g) = (want.last().unwrap(), got.last().unwrap());
-        for (i, (a, b)) in w.chunks(4).zip(g.chunks(4)).enumerate() {
-            let a = f32::from_le_bytes(a.try_into().unwrap());
-            let b = f32::from_le_bytes(b.try_into().unwrap());
-            assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()), "{elem:?} [{i}]: {a} vs {b}");
+        let g = got.last().unwrap();
+        for (h, c) in g.chunks(4).enumerate() {
+            let got = f32::from_le_bytes(c.try_into().unwrap());
+            let want = match elem {
+                Elem::F16 => f16::from_bits(h as u16).to_f32(),
+                _ => bf16::from_bits(h as u16).to_f32(),
+            } + 0.0;
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "{elem:?} {h:#06x}: {got:e} vs {want:e}"
+            );
         }
     }
 }
@@ -753,7 +915,10 @@ fn dot_run_func(elem: Elem, acts: &[u16]) -> (Func, Vec<Vec<u8>>, i64) {
         let mut codes = Vec::new();
         for j in 0..8 {
             let c = f.var(format!("c{j}"), Ty::I32);
-            body.push(Stmt::Let(c, cast(Ty::I32, bfe(var(word), 8 * j as u8, 8, true))));
+            body.push(Stmt::Let(
+                c,
+                cast(Ty::I32, bfe(var(word), 8 * j as u8, 8, true)),
+            ));
             codes.push(c);
         }
         body.push(Stmt::Store {
@@ -797,9 +962,9 @@ fn f16_and_bf16_stores_round_to_nearest_even() {
         2.99e-8,
         1e-10,
         6.1e-5,
-        1.0009765625,
-        1.00048828125,
-        1.00146484375,
+        1.0 + 1.0 / 1024.0,
+        1.0 + 1.0 / 2048.0, // a tie: to even
+        1.0 + 3.0 / 2048.0, // a tie: to even (up)
         3.4e38,
         f32::from_bits(0x3f80_8000),
         f32::from_bits(0x3f81_8000),
@@ -816,16 +981,33 @@ fn f16_and_bf16_stores_round_to_nearest_even() {
                 value: load(0, var(i)),
             }]
         });
-        let out = jit(&f, &[f32_bytes(&vals), vec![0; 2 * n]], &[n as i64], &checked()).unwrap();
+        let out = jit(
+            &f,
+            &[f32_bytes(&vals), vec![0; 2 * n]],
+            &[n as i64],
+            &checked(),
+        )
+        .unwrap();
         for (i, c) in out[1].chunks(2).enumerate() {
             let got = u16::from_le_bytes([c[0], c[1]]);
             let want = match elem {
                 Elem::F16 => f16::from_f32(vals[i]).to_bits(),
                 _ => bf16::from_f32(vals[i]).to_bits(),
             };
-            assert_eq!(got, want, "{elem:?} of {:e} ({:#x})", vals[i], vals[i].to_bits());
+            assert_eq!(
+                got,
+                want,
+                "{elem:?} of {:e} ({:#x})",
+                vals[i],
+                vals[i].to_bits()
+            );
         }
-        assert_same(&f, &[f32_bytes(&vals), vec![0; 2 * n]], &[n as i64], &format!("store {elem:?}"));
+        assert_same(
+            &f,
+            &[f32_bytes(&vals), vec![0; 2 * n]],
+            &[n as i64],
+            &format!("store {elem:?}"),
+        );
     }
 }
 
@@ -841,7 +1023,10 @@ fn bit_fields_and_byte_loads_match_the_interpreter() {
         over_i(&mut f, |_, i| {
             let v = load_bytes(0, var(i), nb);
             let (lo, hi) = if nb > 4 {
-                (cast(Ty::I32, v.clone()), cast(Ty::I32, bin(BinOp::Shr, v, i64c(32))))
+                (
+                    cast(Ty::I32, v.clone()),
+                    cast(Ty::I32, bin(BinOp::Shr, v, i64c(32))),
+                )
             } else {
                 (v, i32c(0))
             };
@@ -859,7 +1044,12 @@ fn bit_fields_and_byte_loads_match_the_interpreter() {
             ]
         });
         let m = n - nb as usize + 1;
-        let out = assert_same(&f, &[bytes.clone(), vec![0; 8 * m]], &[m as i64], &format!("bytes{nb}"));
+        let out = assert_same(
+            &f,
+            &[bytes.clone(), vec![0; 8 * m]],
+            &[m as i64],
+            &format!("bytes{nb}"),
+        );
         let last = u64::from_le_bytes({
             let mut w = [0u8; 8];
             w[..nb as usize].copy_from_slice(&bytes[n - nb as usize..]);
@@ -868,7 +1058,13 @@ fn bit_fields_and_byte_loads_match_the_interpreter() {
         let got = u32::from_le_bytes(out[8 * (m - 1)..8 * (m - 1) + 4].try_into().unwrap());
         assert_eq!(got, last as u32, "bytes{nb} at the end");
         // One byte further is out of bounds: an error, not a read.
-        let e = jit(&f, &[bytes.clone(), vec![0; 8 * (m + 1)]], &[m as i64 + 1], &checked()).unwrap_err();
+        let e = jit(
+            &f,
+            &[bytes.clone(), vec![0; 8 * (m + 1)]],
+            &[m as i64 + 1],
+            &checked(),
+        )
+        .unwrap_err();
         assert!(matches!(e, CraneliftError::OutOfBounds { .. }), "{e}");
         assert!(interp_run(&f, &[bytes.clone(), vec![0; 8 * (m + 1)]], &[m as i64 + 1]).is_err());
     }
@@ -902,10 +1098,20 @@ fn bit_fields_and_byte_loads_match_the_interpreter() {
                 }
                 for signed in [false, true] {
                     let e = bfe(v.clone(), pos, len, signed);
-                    let e = if ty == Ty::I64 { cast(Ty::I32, bin(BinOp::Xor, e.clone(), bin(BinOp::Sar, e, i64c(32)))) } else { e };
+                    let e = if ty == Ty::I64 {
+                        cast(
+                            Ty::I32,
+                            bin(BinOp::Xor, e.clone(), bin(BinOp::Sar, e, i64c(32))),
+                        )
+                    } else {
+                        e
+                    };
                     out.push(Stmt::Store {
                         buf: 1,
-                        index: add(mul(var(i), i64c(2 * nf)), i64c(2 * j as i64 + signed as i64)),
+                        index: add(
+                            mul(var(i), i64c(2 * nf)),
+                            i64c(2 * j as i64 + signed as i64),
+                        ),
                         value: e,
                     });
                 }
@@ -934,7 +1140,15 @@ fn dot_runs_match_the_interpreter() {
         for ncodes in [8usize, 16, 24, 32, 4] {
             for variant in 0..3 {
                 let k = 4 * ncodes as i64; // activations per row
-                let mut f = func(&[("x", elem), ("w", Elem::U8), ("ci", Elem::I32), ("y", Elem::F32)], &["n"]);
+                let mut f = func(
+                    &[
+                        ("x", elem),
+                        ("w", Elem::U8),
+                        ("ci", Elem::I32),
+                        ("y", Elem::F32),
+                    ],
+                    &["n"],
+                );
                 let acc = f.var("acc", acc_ty);
                 over_i(&mut f, |f, i| {
                     let mut body = vec![Stmt::Let(acc, Expr::Int(3, acc_ty))];
@@ -943,7 +1157,10 @@ fn dot_runs_match_the_interpreter() {
                     let word2 = f.var("word2", Ty::I32);
                     let mut kb = vec![
                         Stmt::Let(word, load_bytes(1, add(mul(var(i), i64c(256)), var(kc)), 8)),
-                        Stmt::Let(word2, load_bytes(1, add(mul(var(i), i64c(256)), add(var(kc), i64c(8))), 4)),
+                        Stmt::Let(
+                            word2,
+                            load_bytes(1, add(mul(var(i), i64c(256)), add(var(kc), i64c(8))), 4),
+                        ),
                     ];
                     let mut codes = Vec::new();
                     for j in 0..ncodes {
@@ -951,7 +1168,10 @@ fn dot_runs_match_the_interpreter() {
                         let len = [4u8, 3, 8, 1, 5, 2, 7, 6][j % 8];
                         let signed = (j % 3) != 1;
                         let e = match variant {
-                            0 => cast(Ty::I32, bfe(var(word), (j * 7 % (64 - len as usize)) as u8, len, signed)),
+                            0 => cast(
+                                Ty::I32,
+                                bfe(var(word), (j * 7 % (64 - len as usize)) as u8, len, signed),
+                            ),
                             1 if j % 2 == 1 => bfe(var(word2), (j * 3 % 24) as u8, len, signed),
                             1 => cast(Ty::I32, bfe(var(word), (j * 5 % 56) as u8, len, signed)),
                             _ => load(2, add(mul(var(i), i64c(32)), i64c(j as i64))),
@@ -976,7 +1196,11 @@ fn dot_runs_match_the_interpreter() {
                         kind: LoopKind::Serial,
                         body: kb,
                     });
-                    let out = if acc_ty == Ty::F32 { var(acc) } else { cast(Ty::F32, var(acc)) };
+                    let out = if acc_ty == Ty::F32 {
+                        var(acc)
+                    } else {
+                        cast(Ty::F32, var(acc))
+                    };
                     body.push(Stmt::Store {
                         buf: 3,
                         index: var(i),
@@ -986,8 +1210,14 @@ fn dot_runs_match_the_interpreter() {
                 });
                 let rows = 5usize;
                 let x: Vec<u8> = match elem {
-                    Elem::I8 => (0..rows * k as usize).map(|_| rng.next_u64() as u8).collect(),
-                    Elem::F32 => f32_bytes(&(0..rows * k as usize).map(|_| rng.range_f32(-2.0, 2.0)).collect::<Vec<_>>()),
+                    Elem::I8 => (0..rows * k as usize)
+                        .map(|_| rng.next_u64() as u8)
+                        .collect(),
+                    Elem::F32 => f32_bytes(
+                        &(0..rows * k as usize)
+                            .map(|_| rng.range_f32(-2.0, 2.0))
+                            .collect::<Vec<_>>(),
+                    ),
                     Elem::F16 => (0..rows * k as usize)
                         .flat_map(|_| f16::from_f32(rng.range_f32(-2.0, 2.0)).to_le_bytes())
                         .collect(),
@@ -996,7 +1226,9 @@ fn dot_runs_match_the_interpreter() {
                         .collect(),
                 };
                 let w: Vec<u8> = (0..rows * 256).map(|_| rng.next_u64() as u8).collect();
-                let ci: Vec<i32> = (0..rows * 32).map(|_| rng.range_i32(-100_000, 100_000)).collect();
+                let ci: Vec<i32> = (0..rows * 32)
+                    .map(|_| rng.range_i32(-100_000, 100_000))
+                    .collect();
                 let bufs = vec![x, w, i32_bytes(&ci), vec![0; 4 * rows]];
                 let what = format!("{elem:?} {acc_ty:?} {ncodes} codes, variant {variant}");
                 if acc_ty == Ty::F32 {
@@ -1015,7 +1247,11 @@ fn dot_runs_match_the_interpreter() {
                         let gv = f32::from_le_bytes(g[4 * r..4 * r + 4].try_into().unwrap()) as f64;
                         let wv = f32::from_le_bytes(w[4 * r..4 * r + 4].try_into().unwrap()) as f64;
                         // Σ|terms| ≤ k · 2 · 2^7 (|x| ≤ 2, |code| ≤ 128 or |ci| ≤ 1e5).
-                        let bound = (2 * k) as f64 * U * k as f64 * 2.0 * if variant == 2 { 1e5 } else { 128.0 };
+                        let bound = (2 * k) as f64
+                            * U
+                            * k as f64
+                            * 2.0
+                            * if variant == 2 { 1e5 } else { 128.0 };
                         assert!((gv - wv).abs() <= bound, "{what}: row {r}: {gv} vs {wv}");
                     }
                 } else {
@@ -1068,7 +1304,12 @@ fn runtime_faults_are_errors() {
     let ok = jit(&f, &[i32_bytes(&[5, -1, 2]), vec![0; 12]], &[3], &checked()).unwrap();
     assert_eq!(ok[1], i32_bytes(&[20, -100, 50]));
     // i32::MIN / -1 wraps, as in the interpreter.
-    assert_same(&f, &[i32_bytes(&[i32::MIN, -1, 1]), vec![0; 12]], &[3], "min/-1");
+    assert_same(
+        &f,
+        &[i32_bytes(&[i32::MIN, -1, 1]), vec![0; 12]],
+        &[3],
+        "min/-1",
+    );
 
     // Out of bounds under bounds checks: an error instead of a stray access.
     let mut f = func(&[("x", Elem::F16), ("y", Elem::F32)], &["n"]);
@@ -1119,7 +1360,10 @@ fn unsupported_or_ill_formed_functions_are_errors() {
     let mut f = base();
     let v = f.var("v", Ty::I32);
     f.body = vec![Stmt::Let(v, i32c(1)), Stmt::WarpSum(v)];
-    assert!(matches!(compile(&f, &o), Err(CraneliftError::GpuOnly { .. })));
+    assert!(matches!(
+        compile(&f, &o),
+        Err(CraneliftError::GpuOnly { .. })
+    ));
     let mut f = base();
     let v: Vec<Var> = (0..4).map(|i| f.var(format!("v{i}"), Ty::I32)).collect();
     f.body = vec![Stmt::LoadVec4 {
@@ -1127,20 +1371,29 @@ fn unsupported_or_ill_formed_functions_are_errors() {
         buf: 0,
         offset: i64c(0),
     }];
-    assert!(matches!(compile(&f, &o), Err(CraneliftError::GpuOnly { .. })));
+    assert!(matches!(
+        compile(&f, &o),
+        Err(CraneliftError::GpuOnly { .. })
+    ));
     let mut f = base();
     f.body = vec![Stmt::Store {
         buf: 1,
         index: i64c(0),
         value: Expr::Special(qkc::codegen::loop_ir::Special::ThreadIdx),
     }];
-    assert!(matches!(compile(&f, &o), Err(CraneliftError::GpuOnly { .. })));
+    assert!(matches!(
+        compile(&f, &o),
+        Err(CraneliftError::GpuOnly { .. })
+    ));
     let mut f = base();
     f.launch = Launch::Gpu {
         grid: i64c(1),
         block: 32,
     };
-    assert!(matches!(compile(&f, &o), Err(CraneliftError::NotCpu { .. })));
+    assert!(matches!(
+        compile(&f, &o),
+        Err(CraneliftError::NotCpu { .. })
+    ));
     // Stores to inputs, undeclared variables, bad buffers, type errors.
     let mut f = base();
     f.body = vec![Stmt::Store {
@@ -1148,7 +1401,10 @@ fn unsupported_or_ill_formed_functions_are_errors() {
         index: i64c(0),
         value: i32c(1),
     }];
-    assert!(matches!(compile(&f, &o), Err(CraneliftError::StoreToInput { .. })));
+    assert!(matches!(
+        compile(&f, &o),
+        Err(CraneliftError::StoreToInput { .. })
+    ));
     let mut f = base();
     f.body = vec![Stmt::Set(Var(7), i32c(1))];
     assert!(matches!(compile(&f, &o), Err(CraneliftError::Invalid(_))));
@@ -1214,7 +1470,12 @@ fn parallel_loop_ranges_cover_the_loop() {
     let x: Vec<i32> = (0..n as i32).map(|v| v * 3 - 7).collect();
     let c = compile(&f, &checked()).unwrap();
     assert!(c.is_parallel());
-    let whole = assert_same(&f, &[i32_bytes(&x), vec![0; 4 * n]], &[n as i64], "parallel");
+    let whole = assert_same(
+        &f,
+        &[i32_bytes(&x), vec![0; 4 * n]],
+        &[n as i64],
+        "parallel",
+    );
     let mut xb = i32_bytes(&x);
     let mut y = vec![0u8; 4 * n];
     let lens = [xb.len() as i64, y.len() as i64];
@@ -1233,11 +1494,20 @@ fn parallel_loop_ranges_cover_the_loop() {
 /// machine code, with the SIMD dot product visible.
 #[test]
 fn clif_and_disassembly_are_available() {
-    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/kernels/gemv_w3p5.qk")).unwrap();
+    let src = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/kernels/gemv_w3p5.qk"
+    ))
+    .unwrap();
     let k = kernel_of(&src);
     let f = lower::lower_cpu(&k, &lower::CpuOptions::for_kernel(&k));
     let clif = qkc::codegen::cranelift::clif(&f, &CraneliftOptions::default()).unwrap();
-    assert!(clif.contains("function") && clif.contains("iadd_pairwise") && (clif.contains("swizzle") || clif.contains("pshufb")), "{clif}");
+    assert!(
+        clif.contains("function")
+            && clif.contains("iadd_pairwise")
+            && (clif.contains("swizzle") || clif.contains("pshufb")),
+        "{clif}"
+    );
     let scalar = qkc::codegen::cranelift::clif(
         &f,
         &CraneliftOptions {
@@ -1249,4 +1519,66 @@ fn clif_and_disassembly_are_available() {
     assert!(!scalar.contains("iadd_pairwise"));
     let asm = qkc::codegen::cranelift::disasm(&f, &CraneliftOptions::default()).unwrap();
     assert!(!asm.trim().is_empty());
+}
+
+// ------------------------------------------------------------------- demo
+
+#[path = "../src/cli/demo.rs"]
+#[allow(dead_code)]
+mod demo;
+
+/// `qkc demo` checks the flagship GEMV on the JIT and writes every backend's output.
+#[test]
+fn demo_runs_and_writes_the_generated_sources() {
+    let dir = std::env::temp_dir().join(format!("qkc-demo-test-{}", std::process::id()));
+    let args = demo::DemoArgs {
+        out: dir.clone(),
+        threads: 2,
+        seed: Some(3),
+    };
+    demo::run(&args).unwrap();
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for want in [
+        "gemv_w3p5.qk",
+        "gemv_w3p5.cpu.loop-ir.txt",
+        "gemv_w3p5.clif",
+        "gemv_w3p5.gpu.loop-ir.txt",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} missing from {names:?}"
+        );
+    }
+    let clif = std::fs::read_to_string(dir.join("gemv_w3p5.clif")).unwrap();
+    assert!(clif.contains("function"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A compiled kernel can be shared by threads (benches, servers).
+#[test]
+fn compiled_kernels_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<CpuKernel>();
+    check::<qkc::codegen::cranelift::CompiledCpu>();
+    let src = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/kernels/gemv_w4.qk"
+    ))
+    .unwrap();
+    let k = kernel_of(&src);
+    let cpu = CpuKernel::new(&k, &opts(4, true, true, 1, false)).unwrap();
+    let dims = dims_of(&k, (2, 6, 96));
+    let inputs = nonzero_inputs(&k, &dims, 9);
+    let want = cpu.run(&dims, &inputs).unwrap();
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| cpu.run(&dims, &inputs).unwrap()))
+            .collect();
+        for h in hs {
+            assert_eq!(h.join().unwrap(), want);
+        }
+    });
 }

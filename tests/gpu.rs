@@ -32,11 +32,14 @@ fn device() -> Option<Arc<CudaDevice>> {
 }
 
 fn seed() -> u64 {
-    std::env::var("QKC_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64)
-    })
+    std::env::var("QKC_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        })
 }
 
 fn quick() -> bool {
@@ -49,7 +52,18 @@ fn shapes() -> Vec<(u64, u64, u64)> {
         s.push((m, 37, 131));
     }
     // Aligned rows (vector path), with and without scalar tails; bigger rows.
-    s.extend([(1, 67, 512), (2, 64, 768), (5, 19, 1024), (8, 33, 512), (9, 9, 512), (1, 250, 4096), (3, 31, 2592)]);
+    s.extend([
+        (1, 67, 512),
+        (2, 64, 768),
+        (5, 19, 1024),
+        (8, 33, 512),
+        (9, 9, 512),
+        (1, 250, 4096),
+        (3, 31, 2592),
+        // Long rows: the unrolled loop (8 chunks per lane at M = 1, 4 at M = 2) runs.
+        (1, 40, 8704),
+        (2, 9, 16640),
+    ]);
     if quick() {
         s.retain(|&(m, _, _)| m == 1 || m == 3 || m == 9);
     }
@@ -85,14 +99,31 @@ fn check_kernel(dev: &Arc<CudaDevice>, k: &Kernel, seed: u64) -> Vec<String> {
 fn gpu_matches_reference() {
     let Some(dev) = device() else { return };
     let seed = seed();
-    println!("device: {} ({}), seed {seed}", dev.name(), dev.arch().name());
-    let mut kernels: Vec<Kernel> = example_kernels(env!("CARGO_MANIFEST_DIR")).into_iter().map(|(_, k)| k).collect();
+    println!(
+        "device: {} ({}), seed {seed}",
+        dev.name(),
+        dev.arch().name()
+    );
+    let mut kernels: Vec<Kernel> = example_kernels(env!("CARGO_MANIFEST_DIR"))
+        .into_iter()
+        .map(|(_, k)| k)
+        .collect();
     // Unbounded M: these hold both the GEMV buckets and the generic (M > 8) path.
-    kernels.extend(generated_kernels().into_iter().filter(|k| k.dims[k.m].max > 8));
+    kernels.extend(
+        generated_kernels()
+            .into_iter()
+            .filter(|k| k.dims[k.m].max > 8),
+    );
     if quick() {
-        kernels.retain(|k| k.name.contains("q3p5") || k.name.starts_with("gemv") || k.name.contains("_s4_"));
+        kernels.retain(|k| {
+            k.name.starts_with("gemv")
+                || k.name.starts_with("k_q3p5_")
+                || k.name.starts_with("k_s3_i8")
+        });
     }
-    let threads = std::thread::available_parallelism().map_or(4, |n| n.get()).min(8);
+    let threads = std::thread::available_parallelism()
+        .map_or(4, |n| n.get())
+        .min(8);
     let fails: Vec<String> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..threads)
             .map(|t| {
@@ -107,10 +138,21 @@ fn gpu_matches_reference() {
                 })
             })
             .collect();
-        hs.into_iter().flat_map(|h| h.join().expect("test thread")).collect()
+        hs.into_iter()
+            .flat_map(|h| h.join().expect("test thread"))
+            .collect()
     });
-    println!("{} kernels × {} shapes checked", kernels.len(), shapes().len());
-    assert!(fails.is_empty(), "{} failures (seed {seed}):\n{}", fails.len(), fails.join("\n"));
+    println!(
+        "{} kernels × {} shapes checked",
+        kernels.len(),
+        shapes().len()
+    );
+    assert!(
+        fails.is_empty(),
+        "{} failures (seed {seed}):\n{}",
+        fails.len(),
+        fails.join("\n")
+    );
 }
 
 /// The device-buffer API: upload once, launch repeatedly, time with events.
@@ -124,7 +166,10 @@ fn device_buffers_and_timing() {
     let ck = CudaKernel::new(&dev, &k, &CudaOptions::default()).expect("compile");
     let d = dims(&k, 1, 1024, 4096);
     let inputs = random_inputs(&k, &d, seed());
-    let mut sets = vec![ck.upload(&d, &inputs).expect("upload"), ck.upload(&d, &inputs).expect("upload")];
+    let mut sets = vec![
+        ck.upload(&d, &inputs).expect("upload"),
+        ck.upload(&d, &inputs).expect("upload"),
+    ];
     let times = ck.time(&mut sets, 3, 10).expect("time");
     assert_eq!(times.len(), 10);
     assert!(times.iter().all(|&t| t > 0.0 && t.is_finite()), "{times:?}");

@@ -34,7 +34,13 @@ use qkc_dsl::ir::{Dims, Kernel};
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 /// Odd shapes (M, N, K): single elements, K not a multiple of any chunk or group.
-const SHAPES: [(u64, u64, u64); 5] = [(1, 1, 2), (3, 17, 33), (2, 5, 130), (1, 4, 129), (9, 6, 200)];
+const SHAPES: [(u64, u64, u64); 5] = [
+    (1, 1, 2),
+    (3, 17, 33),
+    (2, 5, 130),
+    (1, 4, 129),
+    (9, 6, 200),
+];
 
 fn all_kernels() -> Vec<Kernel> {
     let mut ks = generated_kernels();
@@ -176,23 +182,35 @@ fn cpu_tile_m_variants_and_unchunked_unpack_match() {
     for k in &ks {
         for tile_m in [1, 2, 3, 8] {
             for chunked_unpack in [true, false] {
-                let lo = CpuOptions { tile_m, chunked_unpack };
+                let lo = CpuOptions {
+                    tile_m,
+                    chunked_unpack,
+                };
                 let o = LlvmCpuOptions {
                     lower: lo.clone(),
                     small_m_variant: false,
                     ..opts(k, JitOptions::default(), 2)
                 };
-                let kernel = LlvmCpuKernel::new(k, &o).unwrap_or_else(|e| panic!("{}: {e}", k.name));
+                let kernel =
+                    LlvmCpuKernel::new(k, &o).unwrap_or_else(|e| panic!("{}: {e}", k.name));
                 for (si, &(m, n, kk)) in SHAPES.iter().enumerate() {
                     let d = dims(k, m, n, kk);
                     if !dims_ok(k, &d) {
                         continue;
                     }
                     let inputs = random_inputs(k, &d, 77 + si as u64);
-                    let got = kernel.run(&d, &inputs).unwrap_or_else(|e| panic!("{}: {e}", k.name));
+                    let got = kernel
+                        .run(&d, &inputs)
+                        .unwrap_or_else(|e| panic!("{}: {e}", k.name));
                     let want = loop_ir_output(&lower_cpu(k, &lo), k, &d, &inputs);
-                    assert_eq!(got.as_bytes(), want, "{} tile_m={tile_m} chunked={chunked_unpack}", k.name);
-                    check(k, &d, &inputs, &got.to_f64()).unwrap_or_else(|e| panic!("{}: {e}", k.name));
+                    assert_eq!(
+                        got.as_bytes(),
+                        want,
+                        "{} tile_m={tile_m} chunked={chunked_unpack}",
+                        k.name
+                    );
+                    check(k, &d, &inputs, &got.to_f64())
+                        .unwrap_or_else(|e| panic!("{}: {e}", k.name));
                 }
             }
         }
@@ -210,21 +228,37 @@ fn cpu_rejects_bad_buffers() {
     let mut inputs = random_inputs(&k, &d, 3);
     // Too few buffers.
     let err = kernel.run(&d, &inputs[..2]).expect_err("missing buffer");
-    assert!(matches!(err, LlvmCpuError::Buffer(BufferError::Count { .. })), "{err}");
+    assert!(
+        matches!(err, LlvmCpuError::Buffer(BufferError::Count { .. })),
+        "{err}"
+    );
     // A weight buffer one byte short.
     if let HostBuf::Packed(w) = &mut inputs[k.weight] {
         w.pop();
     }
     let err = kernel.run(&d, &inputs).expect_err("short weight");
-    assert!(matches!(err, LlvmCpuError::Buffer(BufferError::Length { .. })), "{err}");
+    assert!(
+        matches!(err, LlvmCpuError::Buffer(BufferError::Length { .. })),
+        "{err}"
+    );
     // Dimensions out of range.
-    let err = kernel.run(&dims(&k, 9, 8, 256), &inputs).expect_err("M > 8");
-    assert!(matches!(err, LlvmCpuError::Buffer(BufferError::Dims(_))), "{err}");
+    let err = kernel
+        .run(&dims(&k, 9, 8, 256), &inputs)
+        .expect_err("M > 8");
+    assert!(
+        matches!(err, LlvmCpuError::Buffer(BufferError::Dims(_))),
+        "{err}"
+    );
     // The wrong element type for the output of `run_into`.
     let inputs = random_inputs(&k, &d, 3);
     let mut out = HostBuf::I32(vec![0; 16]);
-    let err = kernel.run_into(&d, &inputs, &mut out).expect_err("wrong output type");
-    assert!(matches!(err, LlvmCpuError::Buffer(BufferError::Type { .. })), "{err}");
+    let err = kernel
+        .run_into(&d, &inputs, &mut out)
+        .expect_err("wrong output type");
+    assert!(
+        matches!(err, LlvmCpuError::Buffer(BufferError::Type { .. })),
+        "{err}"
+    );
 }
 
 /// A hand-written CPU function: `y[i] = x[i] / d[i]` (i32), `y[i] = i32::MIN / -1`
@@ -295,7 +329,10 @@ fn cpu_division_wraps_and_reports_division_by_zero() {
     let got = run(&x, &d).expect("no division by zero");
     let mut want = vec![i32_bytes(&x), i32_bytes(&d), vec![0u8; 24]];
     eval::run(&f, &mut want, &[6]).expect("interpreter");
-    assert_eq!(got, want[2], "i32::MIN / -1 wraps, remainders as in the interpreter");
+    assert_eq!(
+        got, want[2],
+        "i32::MIN / -1 wraps, remainders as in the interpreter"
+    );
     let err = run(&[1, 2], &[1, 0]).expect_err("division by zero");
     assert!(matches!(err, LlvmError::DivByZero { .. }), "{err}");
     // The interpreter agrees that it is an error.
@@ -318,7 +355,11 @@ fn cpu_bounds_checks_catch_short_buffers() {
     )
     .expect("compiles");
     // N = 4 but `d` holds 3 elements: the fourth load must be caught, not performed.
-    let mut bufs = [i32_bytes(&[1, 2, 3, 4]), i32_bytes(&[1, 1, 1]), vec![0u8; 16]];
+    let mut bufs = [
+        i32_bytes(&[1, 2, 3, 4]),
+        i32_bytes(&[1, 1, 1]),
+        vec![0u8; 16],
+    ];
     let ptrs: Vec<*mut u8> = bufs.iter_mut().map(|b| b.as_mut_ptr()).collect();
     let lens: Vec<i64> = bufs.iter().map(|b| b.len() as i64).collect();
     // SAFETY: the bounds checks compiled in stop every access outside `lens`.
@@ -341,21 +382,33 @@ fn llvm_ir_is_vectorized_where_natural() {
     assert!(ir.contains("define i32 @qkc_gemv_w3p5("), "{ir}");
     assert!(ir.contains("define i64 @qkc_gemv_w3p5__trips("), "{ir}");
     let opt = llvm::emit_ir(&f, LlvmTarget::Host, true).expect("optimizes");
-    assert!(opt.contains("<16 x i32>") || opt.contains("<8 x i32>"), "vector code survives O3");
+    assert!(
+        opt.contains("<16 x i32>") || opt.contains("<8 x i32>"),
+        "vector code survives O3"
+    );
     // f16 activations: ordered f32 reductions.
     let (_, k) = example_kernels(ROOT)
         .into_iter()
         .find(|(s, _)| s == "gemv_f16_w3p5")
         .expect("f16 example");
-    let ir = llvm::emit_ir(&lower_cpu(&k, &CpuOptions::for_kernel(&k)), LlvmTarget::Host, false).expect("emits");
+    let ir = llvm::emit_ir(
+        &lower_cpu(&k, &CpuOptions::for_kernel(&k)),
+        LlvmTarget::Host,
+        false,
+    )
+    .expect("emits");
     assert!(ir.contains("@llvm.vector.reduce.fadd.v16f32"), "{ir}");
 }
 
 // ---------------------------------------------------------------- GPU targets
 
+/// GPU-lowered kernels: the generated matrix with M unbounded (its functions hold
+/// both the GEMV schedule, which is all that M-bounded kernels get, and the generic
+/// one) plus the examples.
 fn gpu_funcs() -> Vec<(Kernel, Func)> {
     all_kernels()
         .into_iter()
+        .filter(|k| !k.name.ends_with("_m8"))
         .map(|k| {
             let f = lower_gpu(&k, &GpuOptions::for_kernel(&k));
             (k, f)
@@ -408,7 +461,8 @@ fn amdgpu_code_objects_disassemble_and_use_dot4() {
         .collect();
     let n = jobs.len();
     let results = par_map(jobs, |(k, f, arch)| {
-        let code = llvm::compile_amdgpu(&f, arch).unwrap_or_else(|e| panic!("{} {}: {e}", k.name, arch.name()));
+        let code = llvm::compile_amdgpu(&f, arch)
+            .unwrap_or_else(|e| panic!("{} {}: {e}", k.name, arch.name()));
         let obj = dir.join(format!("{}.{}.o", k.name, arch.name()));
         std::fs::write(&obj, &code.object).expect("write object");
         let o = Command::new(&objdump)
@@ -416,28 +470,45 @@ fn amdgpu_code_objects_disassemble_and_use_dot4() {
             .arg(&obj)
             .output()
             .expect("run llvm-objdump");
-        assert!(o.status.success(), "{}: {}", k.name, String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "{}: {}",
+            k.name,
+            String::from_utf8_lossy(&o.stderr)
+        );
         let dis = String::from_utf8_lossy(&o.stdout).into_owned();
         (k, arch, code, dis)
     });
     let mut dot4_kernels = 0;
     let mut max_vgpr = 0;
+    let mut spilling = Vec::new();
     for (k, arch, code, dis) in &results {
         let ctx = format!("{} {}", k.name, arch.name());
         assert_eq!(&code.object[..4], b"\x7fELF", "{ctx}: an ELF object");
-        assert!(dis.contains(&format!("<{}>:", code.kernel)), "{ctx}: kernel symbol in\n{dis}");
+        assert!(
+            dis.contains(&format!("<{}>:", code.kernel)),
+            "{ctx}: kernel symbol in\n{dis}"
+        );
         assert!(dis.contains("s_endpgm"), "{ctx}: a complete kernel");
         let uses_dot4 = code.func.body.iter().any(has_dot4);
         if uses_dot4 {
             let want = match arch {
-                AmdgpuArch::Gfx90a | AmdgpuArch::Gfx942 => ["v_dot4_i32_i8", "v_dot4c_i32_i8"].as_slice(),
+                AmdgpuArch::Gfx90a | AmdgpuArch::Gfx942 => {
+                    ["v_dot4_i32_i8", "v_dot4c_i32_i8"].as_slice()
+                }
                 AmdgpuArch::Gfx1100 => ["v_dot4_i32_iu8"].as_slice(),
             };
-            assert!(want.iter().any(|w| dis.contains(w)), "{ctx}: expected {want:?} in\n{dis}");
+            assert!(
+                want.iter().any(|w| dis.contains(w)),
+                "{ctx}: expected {want:?} in\n{dis}"
+            );
             dot4_kernels += 1;
         }
-        if k.act_ty() == qkc_dsl::ir::Scalar::I8 && k.dims[k.m].max <= 8 {
-            assert!(uses_dot4, "{ctx}: the GEMV schedule of an i8 kernel uses Dot4");
+        if k.act_ty() == qkc_dsl::ir::Scalar::I8 {
+            assert!(
+                uses_dot4,
+                "{ctx}: the GEMV schedule of an i8 kernel uses Dot4"
+            );
         }
         let r = code
             .resources
@@ -447,16 +518,30 @@ fn amdgpu_code_objects_disassemble_and_use_dot4() {
         let vgpr = r.next_free_vgpr.expect("next_free_vgpr");
         assert!(vgpr >= 1 && r.next_free_sgpr.is_some(), "{ctx}: {r}");
         assert_eq!(r.wavefront_size, Some(arch.wave_size()), "{ctx}: {r}");
-        assert!(r.vgpr_spill_count.is_some() && r.sgpr_spill_count.is_some(), "{ctx}: {r}");
+        assert!(
+            r.vgpr_spill_count.is_some() && r.sgpr_spill_count.is_some(),
+            "{ctx}: {r}"
+        );
+        assert!(r.occupancy.is_some_and(|o| o >= 1), "{ctx}: {r}");
         max_vgpr = max_vgpr.max(vgpr);
+        if r.vgpr_spill_count.unwrap_or(0) + r.sgpr_spill_count.unwrap_or(0) > 0 {
+            spilling.push(ctx.clone());
+        }
         if lld.is_some() {
             let h = code.hsaco.as_ref().expect("linked code object");
             assert_eq!(&h[..4], b"\x7fELF", "{ctx}: hsaco is an ELF shared object");
             assert_eq!(h[16], 3, "{ctx}: ET_DYN");
         }
     }
-    eprintln!("amdgpu: {n} code objects, {dot4_kernels} with dot4, max next_free_vgpr {max_vgpr}");
-    assert!(dot4_kernels >= 3 * 28, "every i8 GEMV kernel on every architecture");
+    eprintln!(
+        "amdgpu: {n} code objects, {dot4_kernels} with dot4, max next_free_vgpr {max_vgpr}, \
+         spills in {} ({spilling:?})",
+        spilling.len()
+    );
+    assert!(
+        dot4_kernels >= 3 * 14,
+        "every i8 kernel on every architecture"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -481,7 +566,12 @@ fn has_dot4(s: &Stmt) -> bool {
 
 /// Locates `ptxas`: `QKC_PTXAS`, `PATH`, then the `nvidia-cuda-nvcc-cu12` wheel.
 fn find_ptxas() -> Option<PathBuf> {
-    let works = |p: &Path| Command::new(p).arg("--version").output().is_ok_and(|o| o.status.success());
+    let works = |p: &Path| {
+        Command::new(p)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
     if let Some(p) = std::env::var_os("QKC_PTXAS") {
         let p = PathBuf::from(p);
         return works(&p).then_some(p);
@@ -498,7 +588,9 @@ fn find_ptxas() -> Option<PathBuf> {
 #[test]
 fn nvptx_assembles_with_ptxas_for_sm80_and_sm90() {
     let Some(ptxas) = find_ptxas() else {
-        return skip("ptxas not found (set QKC_PTXAS or pip install nvidia-cuda-nvcc-cu12==12.9.*)");
+        return skip(
+            "ptxas not found (set QKC_PTXAS or pip install nvidia-cuda-nvcc-cu12==12.9.*)",
+        );
     };
     let dir = scratch_dir("nvptx");
     let jobs: Vec<(Kernel, Func, NvptxArch)> = gpu_funcs()
@@ -507,11 +599,18 @@ fn nvptx_assembles_with_ptxas_for_sm80_and_sm90() {
         .collect();
     let n = jobs.len();
     let dp4a = par_map(jobs, |(k, f, arch)| {
-        let code = llvm::compile_nvptx(&f, arch).unwrap_or_else(|e| panic!("{} {}: {e}", k.name, arch.name()));
+        let code = llvm::compile_nvptx(&f, arch)
+            .unwrap_or_else(|e| panic!("{} {}: {e}", k.name, arch.name()));
         let ptx = code.ptx();
         let ctx = format!("{} {}", k.name, arch.name());
-        assert!(ptx.contains(&format!(".target {}", arch.name())), "{ctx}\n{ptx}");
-        assert!(ptx.contains(&format!(".entry {}", code.kernel)), "{ctx}\n{ptx}");
+        assert!(
+            ptx.contains(&format!(".target {}", arch.name())),
+            "{ctx}\n{ptx}"
+        );
+        assert!(
+            ptx.contains(&format!(".entry {}", code.kernel)),
+            "{ctx}\n{ptx}"
+        );
         let src = dir.join(format!("{}.{}.ptx", k.name, arch.name()));
         std::fs::write(&src, ptx).expect("write ptx");
         let o = Command::new(&ptxas)
@@ -527,7 +626,11 @@ fn nvptx_assembles_with_ptxas_for_sm80_and_sm90() {
             String::from_utf8_lossy(&o.stderr)
         );
         let uses = code.func.body.iter().any(has_dot4);
-        assert_eq!(uses, ptx.contains("dp4a.s32.s32"), "{ctx}: dp4a iff the function has Dot4");
+        assert_eq!(
+            uses,
+            ptx.contains("dp4a.s32.s32"),
+            "{ctx}: dp4a iff the function has Dot4"
+        );
         uses
     });
     eprintln!(
@@ -550,7 +653,10 @@ fn gpu_mapping_of_cpu_functions_matches_the_interpreter() {
     for &(m, n, kk) in &SHAPES {
         let d = dims(&k, m, n, kk);
         let inputs = random_inputs(&k, &d, 5);
-        assert_eq!(loop_ir_output(&g, &k, &d, &inputs), loop_ir_output(&f, &k, &d, &inputs));
+        assert_eq!(
+            loop_ir_output(&g, &k, &d, &inputs),
+            loop_ir_output(&f, &k, &d, &inputs)
+        );
     }
     let ptx = llvm::compile_nvptx(&f, NvptxArch::Sm80).expect("compiles mapped function");
     assert!(ptx.ptx().contains("%ctaid.x"), "uses the block index");

@@ -5,8 +5,8 @@
 
 pub mod cranelift;
 pub mod hip;
-pub mod loop_ir;
-pub mod lower;
 #[cfg(feature = "llvm")]
 pub mod llvm;
+pub mod loop_ir;
+pub mod lower;
 pub mod ptx;

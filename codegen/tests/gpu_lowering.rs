@@ -37,8 +37,18 @@ fn shapes() -> Vec<(u64, u64, u64)> {
         s.push((m, 3, 67 + 2 * m));
     }
     // 16-byte aligned rows for every layout: K = 512, 768 (q3p5 needs K % 256 == 0),
-    // 544 (vector chunks plus a scalar tail for the 4-bit layouts).
-    for (m, k) in [(1, 512), (3, 512), (8, 768), (2, 544), (9, 512)] {
+    // 544 (vector chunks plus a scalar tail for the 4-bit layouts), and long rows where
+    // the unrolled loop runs (2048, 2304, 4352) with a remainder.
+    for (m, k) in [
+        (1, 512),
+        (3, 512),
+        (8, 768),
+        (2, 544),
+        (9, 512),
+        (1, 2048),
+        (2, 2304),
+        (1, 4352),
+    ] {
         s.push((m, 5, k));
     }
     s
@@ -48,9 +58,45 @@ fn options(k: &Kernel) -> Vec<(&'static str, GpuOptions)> {
     let d = GpuOptions::for_kernel(k);
     vec![
         ("default", d.clone()),
-        ("scalar", GpuOptions { vector: false, ..d.clone() }),
-        ("tile8", GpuOptions { m_tiles: vec![8], block: 64, ..d.clone() }),
-        ("generic", GpuOptions { gemv: false, tile_m: 3, ..d }),
+        (
+            "scalar",
+            GpuOptions {
+                vector: false,
+                ..d.clone()
+            },
+        ),
+        (
+            "tile8",
+            GpuOptions {
+                m_tiles: vec![8],
+                block: 64,
+                ..d.clone()
+            },
+        ),
+        (
+            "chunk32_unroll2",
+            GpuOptions {
+                chunk_weights: Some(32),
+                unroll: 2,
+                ..d.clone()
+            },
+        ),
+        (
+            "chunk16_unroll2",
+            GpuOptions {
+                chunk_weights: Some(16),
+                unroll: 2,
+                ..d.clone()
+            },
+        ),
+        (
+            "generic",
+            GpuOptions {
+                gemv: false,
+                tile_m: 3,
+                ..d
+            },
+        ),
     ]
 }
 
@@ -75,7 +121,12 @@ fn gpu_lowering_matches_reference_on_examples() {
             fails.push(format!("{file}: {e}"));
         }
     }
-    assert!(fails.is_empty(), "{} failures:\n{}", fails.len(), fails.join("\n"));
+    assert!(
+        fails.is_empty(),
+        "{} failures:\n{}",
+        fails.len(),
+        fails.join("\n")
+    );
 }
 
 #[test]
@@ -84,23 +135,34 @@ fn gpu_lowering_matches_reference_on_all_layouts_and_activations() {
     for k in generated_kernels() {
         fails.extend(check_kernel(&k, 1000));
     }
-    assert!(fails.is_empty(), "{} failures:\n{}", fails.len(), fails.join("\n"));
+    assert!(
+        fails.is_empty(),
+        "{} failures:\n{}",
+        fails.len(),
+        fails.join("\n")
+    );
 }
 
-/// The vector path really runs on aligned shapes: the lowering picks a lane chunk for
-/// every example kernel and every layout (i8 activations need signed byte codes).
+/// The vector path is planned for every example kernel and every layout (i8
+/// activations need signed byte codes) and loads whole words.
 #[test]
 fn vector_path_is_planned() {
     use qkc_codegen::lower::{gpu::lane_chunk, Plan};
     for (file, k) in example_kernels(ROOT) {
         let p = Plan::new(&k);
-        let c = lane_chunk(&p, None);
+        let c = lane_chunk(&p, None, 32);
         assert!(c.is_some(), "{file}: no vector lane chunk");
         let f = lower_gpu(&k, &GpuOptions::for_kernel(&k));
         let text = format!("{f}");
-        assert!(text.contains("vec4"), "{file}: no vector loads in\n{text}");
+        let whole_words =
+            text.contains("vec4") || text.contains("bytes4") || text.contains("bytes8");
+        assert!(whole_words, "{file}: no whole-word loads in\n{text}");
     }
     for k in generated_kernels() {
-        assert!(lane_chunk(&Plan::new(&k), None).is_some(), "{}: no lane chunk", k.name);
+        assert!(
+            lane_chunk(&Plan::new(&k), None, 32).is_some(),
+            "{}: no lane chunk",
+            k.name
+        );
     }
 }

@@ -10,14 +10,28 @@ use qkc_dsl::ir::Kernel;
 
 fn examples() -> Vec<Kernel> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/kernels");
-    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     let mut out = Vec::new();
-    for p in files.iter().filter(|p| p.extension().is_some_and(|x| x == "qk")) {
+    for p in files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "qk"))
+    {
         let src = std::fs::read_to_string(p).unwrap();
-        out.extend(qkc_dsl::compile(&p.display().to_string(), &src).unwrap().kernels);
+        out.extend(
+            qkc_dsl::compile(&p.display().to_string(), &src)
+                .unwrap()
+                .kernels,
+        );
     }
-    assert_eq!(out.len(), 5, "the example kernels changed: update the snapshots");
+    assert_eq!(
+        out.len(),
+        5,
+        "the example kernels changed: update the snapshots"
+    );
     out
 }
 
@@ -59,10 +73,16 @@ fn golden_gpu_decode_gemv() {
 
 #[test]
 fn golden_header_and_cmake() {
-    let k = examples().into_iter().find(|k| k.name == "gemv_w3p5").unwrap();
+    let k = examples()
+        .into_iter()
+        .find(|k| k.name == "gemv_w3p5")
+        .unwrap();
     let m = hip::emit_kernel(&k, &HipOptions::new(Arch::Gfx90a)).unwrap();
     insta::assert_snapshot!("header_gemv_w3p5", m.header);
-    insta::assert_snapshot!("cmake_gemv_w3p5", hip::cmake_snippet("qkc_gemv_w3p5", &[m.name.clone()], Arch::Gfx90a));
+    insta::assert_snapshot!(
+        "cmake_gemv_w3p5",
+        hip::cmake_snippet("qkc_gemv_w3p5", std::slice::from_ref(&m.name), Arch::Gfx90a)
+    );
 }
 
 #[test]
@@ -70,12 +90,24 @@ fn every_module_includes_only_the_hip_runtime() {
     for k in examples() {
         for o in [HipOptions::new(Arch::Gfx942), portable(Arch::Gfx1030)] {
             let m = hip::emit_kernel(&k, &o).unwrap();
-            let includes: Vec<&str> = m.source.lines().filter(|l| l.starts_with("#include")).collect();
+            let includes: Vec<&str> = m
+                .source
+                .lines()
+                .filter(|l| l.starts_with("#include"))
+                .collect();
             assert_eq!(includes, ["#include <hip/hip_runtime.h>"], "{}", k.name);
-            let h: Vec<&str> = m.header.lines().filter(|l| l.starts_with("#include")).collect();
+            let h: Vec<&str> = m
+                .header
+                .lines()
+                .filter(|l| l.starts_with("#include"))
+                .collect();
             assert_eq!(h, ["#include <hip/hip_runtime_api.h>"]);
-            assert!(m.source.contains(&format!("extern \"C\" __global__ void __launch_bounds__(")));
-            assert!(m.source.contains(&format!("extern \"C\" hipError_t {}_launch(", k.name)));
+            assert!(m
+                .source
+                .contains("extern \"C\" __global__ void __launch_bounds__("));
+            assert!(m
+                .source
+                .contains(&format!("extern \"C\" hipError_t {}_launch(", k.name)));
             assert!(m.header.contains(&format!("hipError_t {}_launch(", k.name)));
             // The notes (layout, proofs, schedule) head the file.
             assert!(m.source.contains("//   weight w: layout"), "{}", k.name);
@@ -86,13 +118,41 @@ fn every_module_includes_only_the_hip_runtime() {
 
 #[test]
 fn dot4_builtin_follows_the_arch() {
-    let k = examples().into_iter().find(|k| k.name == "gemv_w3p5").unwrap();
+    let k = examples()
+        .into_iter()
+        .find(|k| k.name == "gemv_w3p5")
+        .unwrap();
     for (arch, native, want, not) in [
-        (Arch::Gfx90a, true, "__builtin_amdgcn_sdot4(a, b, acc, false)", "sudot4"),
-        (Arch::Gfx940, true, "__builtin_amdgcn_sdot4(a, b, acc, false)", "sudot4"),
-        (Arch::Gfx1030, true, "__builtin_amdgcn_sdot4(a, b, acc, false)", "sudot4"),
-        (Arch::Gfx1100, true, "__builtin_amdgcn_sudot4(true, a, true, b, acc, false)", "amdgcn_sdot4"),
-        (Arch::Gfx90a, false, "(int)(signed char)a * (int)(signed char)b", "__builtin_amdgcn"),
+        (
+            Arch::Gfx90a,
+            true,
+            "__builtin_amdgcn_sdot4(a, b, acc, false)",
+            "sudot4",
+        ),
+        (
+            Arch::Gfx940,
+            true,
+            "__builtin_amdgcn_sdot4(a, b, acc, false)",
+            "sudot4",
+        ),
+        (
+            Arch::Gfx1030,
+            true,
+            "__builtin_amdgcn_sdot4(a, b, acc, false)",
+            "sudot4",
+        ),
+        (
+            Arch::Gfx1100,
+            true,
+            "__builtin_amdgcn_sudot4(true, a, true, b, acc, false)",
+            "amdgcn_sdot4",
+        ),
+        (
+            Arch::Gfx90a,
+            false,
+            "(int)(signed char)a * (int)(signed char)b",
+            "__builtin_amdgcn",
+        ),
     ] {
         for schedule in [Schedule::Gpu, Schedule::Portable] {
             if !native && schedule == Schedule::Portable {
@@ -102,10 +162,16 @@ fn dot4_builtin_follows_the_arch() {
             o.native_dot4 = native;
             o.schedule = schedule;
             let m = hip::emit_kernel(&k, &o).unwrap();
-            assert!(m.source.contains(want), "{arch} {schedule:?}: missing {want}");
+            assert!(
+                m.source.contains(want),
+                "{arch} {schedule:?}: missing {want}"
+            );
             assert!(!m.source.contains(not), "{arch} {schedule:?}: has {not}");
             let uses = m.source.matches("qk_dot4(").count();
-            assert!(uses > 4, "{arch} {schedule:?}: the dot products do not use qk_dot4");
+            assert!(
+                uses > 4,
+                "{arch} {schedule:?}: the dot products do not use qk_dot4"
+            );
         }
     }
     // The portable path without native dot products expands the runs as scalar sums.
@@ -116,42 +182,76 @@ fn dot4_builtin_follows_the_arch() {
     })
     .unwrap();
     assert!(!m.source.contains("qk_dot4("));
-    assert!(m.source.contains("+ (int)qk_p1[15] * v40_c15;"), "{}", m.source);
+    assert!(
+        m.source.contains("+ (int)qk_p1[15] * v40_c15;"),
+        "{}",
+        m.source
+    );
 }
 
 #[test]
 fn float_kernels_use_no_dot4_and_convert_f16_exactly() {
-    let k = examples().into_iter().find(|k| k.name == "gemv_f16_w3p5").unwrap();
+    let k = examples()
+        .into_iter()
+        .find(|k| k.name == "gemv_f16_w3p5")
+        .unwrap();
     for o in [HipOptions::new(Arch::Gfx90a), portable(Arch::Gfx90a)] {
         let m = hip::emit_kernel(&k, &o).unwrap();
         assert!(!m.source.contains("qk_dot4"));
         assert!(m.source.contains("qk_f16_to_f32("));
-        assert!(m.source.contains("= qk_f32_to_f16("), "f16 output is narrowed by the helper");
+        assert!(
+            m.source.contains("= qk_f32_to_f16("),
+            "f16 output is narrowed by the helper"
+        );
         assert!(m.source.contains("const unsigned short* __restrict__ x"));
     }
 }
 
 #[test]
 fn warp_sum_is_a_width_32_butterfly_on_every_arch() {
-    let k = examples().into_iter().find(|k| k.name == "gemv_w4").unwrap();
+    let k = examples()
+        .into_iter()
+        .find(|k| k.name == "gemv_w4")
+        .unwrap();
     for arch in Arch::ALL {
         let m = hip::emit_kernel(&k, &HipOptions::new(arch)).unwrap();
         let sums = m.source.matches("__shfl_xor(").count();
         assert!(sums > 0, "{arch}");
-        assert_eq!(sums, m.source.matches(", qk_off, 32);").count(), "{arch}: every shuffle has width 32");
-        assert!(m.source.contains("(int)(threadIdx.x & 31u)"), "{arch}: lane = threadIdx.x & 31");
-        let wave64 = m.source.contains("each half of a wave64 reduces on its own");
+        assert_eq!(
+            sums,
+            m.source.matches(", qk_off, 32);").count(),
+            "{arch}: every shuffle has width 32"
+        );
+        assert!(
+            m.source.contains("(int)(threadIdx.x & 31u)"),
+            "{arch}: lane = threadIdx.x & 31"
+        );
+        let wave64 = m
+            .source
+            .contains("each half of a wave64 reduces on its own");
         assert_eq!(wave64, arch.wave_size() == 64, "{arch}");
     }
 }
 
 #[test]
 fn portable_path_is_a_grid_stride_loop() {
-    let k = examples().into_iter().find(|k| k.name == "matmul_i8_s3").unwrap();
+    let k = examples()
+        .into_iter()
+        .find(|k| k.name == "matmul_i8_s3")
+        .unwrap();
     let m = hip::emit_kernel(&k, &portable(Arch::Gfx90a)).unwrap();
-    assert!(m.source.contains("for (long long v0_n = qk_tid; v0_n < N; v0_n += qk_nthreads) {"), "{}", m.source);
+    assert!(
+        m.source
+            .contains("for (long long v0_n = qk_tid; v0_n < N; v0_n += qk_nthreads) {"),
+        "{}",
+        m.source
+    );
     assert!(m.source.contains("const long long qk_trips = N;"));
-    assert!(m.source.contains("if (K < 1 || K > 65536LL) return hipErrorInvalidValue;"), "proved bound K <= 65536");
+    assert!(
+        m.source
+            .contains("if (K < 1 || K > 65536LL) return hipErrorInvalidValue;"),
+        "proved bound K <= 65536"
+    );
     assert!(m.source.contains("__launch_bounds__(256)"));
 }
 
@@ -197,11 +297,35 @@ fn variables_used_across_blocks_are_declared_at_the_top() {
             value: var(t),
         },
     ];
-    let m = hip::emit_module("toy", &[KernelSpec::from_func(f)], &HipOptions::new(Arch::Gfx1030)).unwrap();
-    assert!(m.source.contains("    int v0_t = 0; // used across blocks\n"), "{}", m.source);
-    assert!(m.source.contains("        v0_t = (int)a[(long long)v1_lane];\n"), "{}", m.source);
-    assert!(m.source.contains("    int v1_lane = (int)(threadIdx.x & 31u);\n"), "{}", m.source);
-    assert!(m.source.contains("(void)N; // not read by this schedule"), "{}", m.source);
+    let m = hip::emit_module(
+        "toy",
+        &[KernelSpec::from_func(f)],
+        &HipOptions::new(Arch::Gfx1030),
+    )
+    .unwrap();
+    assert!(
+        m.source
+            .contains("    int v0_t = 0; // used across blocks\n"),
+        "{}",
+        m.source
+    );
+    assert!(
+        m.source
+            .contains("        v0_t = (int)a[(long long)v1_lane];\n"),
+        "{}",
+        m.source
+    );
+    assert!(
+        m.source
+            .contains("    int v1_lane = (int)(threadIdx.x & 31u);\n"),
+        "{}",
+        m.source
+    );
+    assert!(
+        m.source.contains("(void)N; // not read by this schedule"),
+        "{}",
+        m.source
+    );
 }
 
 #[test]
@@ -219,15 +343,27 @@ fn errors() {
         body: vec![],
     };
     f.body = vec![par(i), par(j)];
-    let e = hip::emit_module("m", &[KernelSpec::from_func(f.clone())], &HipOptions::default()).unwrap_err();
+    let e = hip::emit_module(
+        "m",
+        &[KernelSpec::from_func(f.clone())],
+        &HipOptions::default(),
+    )
+    .unwrap_err();
     assert!(matches!(e, HipError::Unsupported { .. }), "{e}");
-    let e = hip::emit_module("m", &[KernelSpec::from_func(toy(Launch::Cpu)).with_symbol("int")], &HipOptions::default())
-        .unwrap_err();
+    let e = hip::emit_module(
+        "m",
+        &[KernelSpec::from_func(toy(Launch::Cpu)).with_symbol("int")],
+        &HipOptions::default(),
+    )
+    .unwrap_err();
     assert_eq!(e, HipError::BadName("int".into()));
     let s = KernelSpec::from_func(toy(Launch::Cpu));
     let e = hip::emit_module("m", &[s.clone(), s], &HipOptions::default()).unwrap_err();
     assert!(matches!(e, HipError::DuplicateSymbol { .. }), "{e}");
-    assert_eq!(hip::emit_module("m", &[], &HipOptions::default()).unwrap_err(), HipError::Empty("m".into()));
+    assert_eq!(
+        hip::emit_module("m", &[], &HipOptions::default()).unwrap_err(),
+        HipError::Empty("m".into())
+    );
     // A function without a parallel loop runs on one thread.
     let mut f = toy(Launch::Cpu);
     f.body = vec![Stmt::Store {
@@ -236,6 +372,8 @@ fn errors() {
         value: i32c(7),
     }];
     let m = hip::emit_module("m", &[KernelSpec::from_func(f)], &HipOptions::default()).unwrap();
-    assert!(m.source.contains("if (blockIdx.x != 0 || threadIdx.x != 0) return;"));
+    assert!(m
+        .source
+        .contains("if (blockIdx.x != 0 || threadIdx.x != 0) return;"));
     assert!(m.source.contains("dim3(1), dim3(1)"));
 }

@@ -8,10 +8,22 @@ use qkc_dsl::interp;
 
 fn bytes_to_out(like: &HostBuf, b: &[u8]) -> Vec<f64> {
     match like {
-        HostBuf::F32(_) => b.chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64).collect(),
-        HostBuf::I32(_) => b.chunks(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64).collect(),
-        HostBuf::F16(_) => b.chunks(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f64()).collect(),
-        HostBuf::BF16(_) => b.chunks(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f64()).collect(),
+        HostBuf::F32(_) => b
+            .chunks(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+            .collect(),
+        HostBuf::I32(_) => b
+            .chunks(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+            .collect(),
+        HostBuf::F16(_) => b
+            .chunks(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f64())
+            .collect(),
+        HostBuf::BF16(_) => b
+            .chunks(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f64())
+            .collect(),
         _ => panic!("unexpected output type"),
     }
 }
@@ -19,7 +31,13 @@ fn bytes_to_out(like: &HostBuf, b: &[u8]) -> Vec<f64> {
 #[test]
 fn cpu_lowering_matches_reference() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/kernels");
-    let shapes: &[(u64, u64, u64)] = &[(1, 1, 2), (3, 17, 33), (2, 5, 130), (5, 3, 256), (1, 4, 129)];
+    let shapes: &[(u64, u64, u64)] = &[
+        (1, 1, 2),
+        (3, 17, 33),
+        (2, 5, 130),
+        (5, 3, 256),
+        (1, 4, 129),
+    ];
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
         let src = std::fs::read_to_string(&p).unwrap();
@@ -27,7 +45,13 @@ fn cpu_lowering_matches_reference() {
         for k in &prog.kernels {
             for chunked in [true, false] {
                 for tile_m in [1, 3] {
-                    let f = lower_cpu(k, &CpuOptions { tile_m, chunked_unpack: chunked });
+                    let f = lower_cpu(
+                        k,
+                        &CpuOptions {
+                            tile_m,
+                            chunked_unpack: chunked,
+                        },
+                    );
                     for (si, &(m, n, kk)) in shapes.iter().enumerate() {
                         if m > k.dims[k.m].max {
                             continue;
@@ -41,12 +65,22 @@ fn cpu_lowering_matches_reference() {
                         let mut bufs: Vec<Vec<u8>> = inputs.iter().map(|b| b.as_bytes()).collect();
                         bufs.push(vec![0xAB; want.as_bytes().len()]);
                         let d: Vec<i64> = dims.values.iter().map(|&v| v as i64).collect();
-                        eval::run(&f, &mut bufs, &d).unwrap_or_else(|e| panic!("{}: {e}\n{f}", k.name));
+                        eval::run(&f, &mut bufs, &d)
+                            .unwrap_or_else(|e| panic!("{}: {e}\n{f}", k.name));
                         let got = bytes_to_out(&want, bufs.last().unwrap());
                         let want_f = want.to_f64();
                         for (i, (g, w)) in got.iter().zip(&want_f).enumerate() {
-                            let tol = if k.out_ty() == qkc_dsl::ir::Scalar::I32 { 0.0 } else { 1e-2 * w.abs().max(1e-2) };
-                            assert!((g - w).abs() <= tol, "{} {:?} chunked={chunked} tm={tile_m} [{i}]: {g} vs {w}", k.name, (m, n, kk));
+                            let tol = if k.out_ty() == qkc_dsl::ir::Scalar::I32 {
+                                0.0
+                            } else {
+                                1e-2 * w.abs().max(1e-2)
+                            };
+                            assert!(
+                                (g - w).abs() <= tol,
+                                "{} {:?} chunked={chunked} tm={tile_m} [{i}]: {g} vs {w}",
+                                k.name,
+                                (m, n, kk)
+                            );
                         }
                     }
                 }

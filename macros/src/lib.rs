@@ -1,5 +1,6 @@
 //! qkc proc-macros: `#[packed]` declares a packed weight layout as a Rust struct
-//! (see [`packed`]); the `quant_kernel!` function-like macro will live next to it.
+//! (see [`packed`]); `quant_kernel!` declares kernels in the `.qk` language, checked
+//! at compile time (see [`quant_kernel!`]).
 //!
 //! Each macro has its own module and this file only holds the thin
 //! `#[proc_macro*]` entry points, which forward to the module and turn its
@@ -7,6 +8,7 @@
 
 use proc_macro::TokenStream;
 
+mod kernel;
 mod packed;
 
 /// Declares a packed layout: one struct = one unit, one field = one code.
@@ -45,6 +47,57 @@ mod packed;
 #[proc_macro_attribute]
 pub fn packed(attr: TokenStream, item: TokenStream) -> TokenStream {
     packed::expand(attr.into(), item.into())
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
+
+/// Declares quantized matmul kernels in the `.qk` language (`docs/language.md`),
+/// checked at compile time by the same front end as `qkc check`, and generates a
+/// type per kernel with its source, PTX and HIP code and typed CPU/CUDA entry
+/// points.
+///
+/// ```ignore
+/// qkc::quant_kernel! {
+///     /// 3.5-bit GEMV: int8 activations, f16 group scales.
+///     pub Gemv35 = kernel gemv(x: i8[M, K], xs: f32[M], w: q3p5[N, K], ws: f16[N, K / 128])
+///         -> y: f32[M, N]
+///     {
+///         where M <= 8;
+///         y[m, n] = sum(k) x[m, k] * w[n, k] * ws[n, k / 128] * xs[m];
+///     }
+/// }
+///
+/// let gemv = Gemv35::cpu()?;                    // Cranelift JIT
+/// let y: Vec<f32> = gemv.run(&x, &xs, &w, &ws)?; // dims inferred from the slices
+/// ```
+///
+/// **Input.** Any number of items `#[attrs] vis Name = KERNEL`, where `KERNEL` is
+/// either `.qk` tokens (optional `layout` declarations, then one `kernel`, ending at
+/// its `{ .. }` body) or a string literal holding the `.qk` text (then end the item
+/// with `;`). Doc comments and attributes go to the generated struct.
+/// `use layout path::Type as name;` binds a `#[qkc::packed]` struct to the `.qk`
+/// layout `name` (declared in the kernel, or built in): the macro checks by const
+/// evaluation that `Type::LAYOUT` is that layout, with the error on `Type`.
+///
+/// **Errors** are the front end's diagnostics (message, label, help, `qkc::` code).
+/// With tokens they point at the offending tokens; with a string literal they
+/// cover the literal (a sub-span on nightly) and quote the line with a caret.
+///
+/// **Generated**, for `pub Gemv35 = kernel gemv(..)`:
+/// * `pub struct Gemv35;` with consts `NAME`, `SOURCE`, `DIMS`, `DIM_MAX`, `INPUTS`,
+///   `OUTPUT`, `WEIGHT_LAYOUT`, `GROUP`, `DIMS_PLAN`, `PTX_SM80`, `PTX_SM90`,
+///   `PTX_ERROR`, `HIP_ARCH`, `HIP_SOURCE`, `HIP_HEADER`, `HIP_ERROR`, and
+///   `kernel()`, `cpu()`, `cpu_with(&CpuOptions)`, `cuda(&Arc<CudaDevice>)`;
+/// * `pub struct Gemv35Cpu` and `pub struct Gemv35Cuda` with the typed
+///   `run(&self, x: &[i8], xs: &[f32], w: &[u8], ws: &[f16]) -> Result<Vec<f32>, qkc::typed::Error>`
+///   (one slice per input, packed weights as bytes; dims inferred from the
+///   lengths when they determine them), `run_dims(&self, [usize; 3], ..)` and
+///   `inner()`; the CUDA type also has `upload`, `launch` and `download`.
+///
+/// Generated code refers to `::qkc`, so it needs the `qkc` crate as a dependency.
+#[proc_macro]
+pub fn quant_kernel(input: TokenStream) -> TokenStream {
+    kernel::expand(input.into())
         .unwrap_or_else(syn::Error::into_compile_error)
         .into()
 }

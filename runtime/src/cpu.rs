@@ -139,7 +139,9 @@ fn output_ptr(b: &mut HostBuf) -> (*mut u8, usize) {
 }
 
 fn default_threads() -> usize {
-    std::thread::available_parallelism().map(NonZeroUsize::get).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(NonZeroUsize::get)
+        .unwrap_or(1)
 }
 
 impl CpuKernel {
@@ -149,7 +151,11 @@ impl CpuKernel {
         let mut tiles: Vec<u32> = Vec::new();
         if opts.adapt_tile {
             let max_m = kernel.dims[kernel.m].max;
-            tiles.extend((0..).map(|i| 1u32 << i).take_while(|&t| t < top && u64::from(t) <= max_m));
+            tiles.extend(
+                (0..)
+                    .map(|i| 1u32 << i)
+                    .take_while(|&t| t < top && u64::from(t) <= max_m),
+            );
         }
         tiles.push(top);
         let mut variants = Vec::with_capacity(tiles.len());
@@ -159,11 +165,16 @@ impl CpuKernel {
                 ..opts.lower.clone()
             };
             let func = lower_cpu(kernel, &lo);
-            let compiled = cranelift::compile(&func, &opts.jit).map_err(|source| CpuError::Compile {
-                kernel: kernel.name.clone(),
-                source,
-            })?;
-            variants.push(Variant { tile_m, func, compiled });
+            let compiled =
+                cranelift::compile(&func, &opts.jit).map_err(|source| CpuError::Compile {
+                    kernel: kernel.name.clone(),
+                    source,
+                })?;
+            variants.push(Variant {
+                tile_m,
+                func,
+                compiled,
+            });
         }
         let mut k = CpuKernel {
             kernel: kernel.clone(),
@@ -177,7 +188,11 @@ impl CpuKernel {
 
     /// Sets the number of worker threads (0: available parallelism).
     pub fn set_threads(&mut self, threads: usize) -> Result<(), CpuError> {
-        let n = if threads == 0 { default_threads() } else { threads };
+        let n = if threads == 0 {
+            default_threads()
+        } else {
+            threads
+        };
         self.pool = if n > 1 {
             Some(
                 rayon::ThreadPoolBuilder::new()
@@ -258,7 +273,12 @@ impl CpuKernel {
 
     /// Runs the kernel into an existing output buffer (checked like the inputs), so
     /// that repeated runs do not allocate.
-    pub fn run_into(&self, dims: &Dims, inputs: &[HostBuf], out: &mut HostBuf) -> Result<(), CpuError> {
+    pub fn run_into(
+        &self,
+        dims: &Dims,
+        inputs: &[HostBuf],
+        out: &mut HostBuf,
+    ) -> Result<(), CpuError> {
         let k = &self.kernel;
         check_inputs(k, dims, inputs)?;
         check_buffer(k, &k.output, dims, out)?;
@@ -285,8 +305,11 @@ impl CpuKernel {
         // shapes for `dims` above, and the output is exclusively borrowed.
         let launch = &launch;
         let compiled = &self.variant_for(dims.values[k.m]).compiled;
-        let trips = unsafe { compiled.parallel_trips(&launch.bufs, &launch.lens, &launch.dims) }.map_err(run_err)?;
-        let call = move |lo: i64, hi: i64| unsafe { compiled.call(&launch.bufs, &launch.lens, &launch.dims, lo, hi) };
+        let trips = unsafe { compiled.parallel_trips(&launch.bufs, &launch.lens, &launch.dims) }
+            .map_err(run_err)?;
+        let call = move |lo: i64, hi: i64| unsafe {
+            compiled.call(&launch.bufs, &launch.lens, &launch.dims, lo, hi)
+        };
         match (trips, &self.pool) {
             (Some(t), Some(pool)) if t > 1 => {
                 // A few chunks per thread balance uneven rows without much overhead.
@@ -375,7 +398,11 @@ pub fn ulp(ty: Scalar, x: f64) -> f64 {
         Scalar::F32 => (23, -126),
         Scalar::I32 | Scalar::I8 => return 0.0,
     };
-    let e = if x == 0.0 { min_exp } else { (x.abs().log2().floor() as i32).max(min_exp) };
+    let e = if x == 0.0 {
+        min_exp
+    } else {
+        (x.abs().log2().floor() as i32).max(min_exp)
+    };
     2f64.powi(e - mant_bits)
 }
 

@@ -14,12 +14,14 @@
 
 use std::sync::{Arc, OnceLock};
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg,
+};
 use cudarc::nvrtc::Ptx;
 use half::{bf16, f16};
 use qkc_codegen::loop_ir::Func;
 use qkc_codegen::lower::{lower_gpu, GpuOptions};
-use qkc_codegen::ptx::{self, Arch, PtxError};
+use qkc_codegen::ptx::{self, Arch, PtxError, PtxOptions};
 use qkc_dsl::host::{check_inputs, BufferError, HostBuf};
 use qkc_dsl::ir::{Dims, Kernel, Scalar};
 
@@ -31,7 +33,11 @@ pub enum CudaError {
     #[error("no CUDA device: {0}")]
     NoDevice(String),
     #[error("{device} has compute capability {major}.{minor}; qkc's PTX needs 8.0 or newer")]
-    UnsupportedDevice { device: String, major: i32, minor: i32 },
+    UnsupportedDevice {
+        device: String,
+        major: i32,
+        minor: i32,
+    },
     #[error(transparent)]
     Buffer(#[from] BufferError),
     #[error(transparent)]
@@ -83,13 +89,18 @@ impl CudaDevice {
                 CudaError::NoDriver(msg)
             })?
             .map_err(|e| CudaError::NoDevice(format!("device {ordinal}: {e:?}")))?;
-        let name = ctx.name().unwrap_or_else(|_| format!("CUDA device {ordinal}"));
-        let (major, minor) = ctx.compute_capability().map_err(driver("compute capability query"))?;
-        let arch = Arch::for_compute_capability(major, minor).ok_or(CudaError::UnsupportedDevice {
-            device: name.clone(),
-            major,
-            minor,
-        })?;
+        let name = ctx
+            .name()
+            .unwrap_or_else(|_| format!("CUDA device {ordinal}"));
+        let (major, minor) = ctx
+            .compute_capability()
+            .map_err(driver("compute capability query"))?;
+        let arch =
+            Arch::for_compute_capability(major, minor).ok_or(CudaError::UnsupportedDevice {
+                device: name.clone(),
+                major,
+                minor,
+            })?;
         let stream = ctx.default_stream();
         Ok(Arc::new(CudaDevice {
             ctx,
@@ -125,21 +136,37 @@ impl CudaDevice {
 
     /// Copies bytes to a new device buffer.
     pub fn upload_bytes(&self, bytes: &[u8]) -> Result<CudaSlice<u8>, CudaError> {
-        self.stream.clone_htod(bytes).map_err(driver("host-to-device copy"))
+        self.stream
+            .clone_htod(bytes)
+            .map_err(driver("host-to-device copy"))
     }
 
     /// Measures the device-to-device copy bandwidth (bytes read plus bytes written per
     /// second) over `bytes`-byte buffers: the memory ceiling to compare kernels with.
     pub fn copy_bandwidth(&self, bytes: usize) -> Result<f64, CudaError> {
-        let src = self.stream.alloc_zeros::<u8>(bytes).map_err(driver("allocation"))?;
-        let mut dst = self.stream.alloc_zeros::<u8>(bytes).map_err(driver("allocation"))?;
+        let src = self
+            .stream
+            .alloc_zeros::<u8>(bytes)
+            .map_err(driver("allocation"))?;
+        let mut dst = self
+            .stream
+            .alloc_zeros::<u8>(bytes)
+            .map_err(driver("allocation"))?;
         let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
         let mut times = Vec::new();
         for _ in 0..7 {
-            let a = self.ctx.new_event(flags).map_err(driver("event creation"))?;
-            let b = self.ctx.new_event(flags).map_err(driver("event creation"))?;
+            let a = self
+                .ctx
+                .new_event(flags)
+                .map_err(driver("event creation"))?;
+            let b = self
+                .ctx
+                .new_event(flags)
+                .map_err(driver("event creation"))?;
             a.record(&self.stream).map_err(driver("event record"))?;
-            self.stream.memcpy_dtod(&src, &mut dst).map_err(driver("device copy"))?;
+            self.stream
+                .memcpy_dtod(&src, &mut dst)
+                .map_err(driver("device copy"))?;
             b.record(&self.stream).map_err(driver("event record"))?;
             times.push(a.elapsed_ms(&b).map_err(driver("event timing"))? as f64 * 1e-3);
         }
@@ -163,6 +190,8 @@ pub struct CudaOptions {
     pub gpu: Option<GpuOptions>,
     /// Override the PTX target (it must not exceed the device).
     pub arch: Option<Arch>,
+    /// PTX module options (e.g. `.minnctapersm`).
+    pub ptx: PtxOptions,
 }
 
 /// One compiled M bucket.
@@ -178,6 +207,7 @@ pub struct CudaKernel {
     dev: Arc<CudaDevice>,
     kernel: Kernel,
     arch: Arch,
+    ptx: PtxOptions,
     variants: Vec<Variant>,
 }
 
@@ -191,8 +221,15 @@ pub struct DeviceArgs {
 impl CudaKernel {
     /// Lowers `kernel` for the GPU (one loop-IR function per M bucket). Modules are
     /// emitted and loaded on first use.
-    pub fn new(dev: &Arc<CudaDevice>, kernel: &Kernel, opts: &CudaOptions) -> Result<CudaKernel, CudaError> {
-        let base = opts.gpu.clone().unwrap_or_else(|| GpuOptions::for_kernel(kernel));
+    pub fn new(
+        dev: &Arc<CudaDevice>,
+        kernel: &Kernel,
+        opts: &CudaOptions,
+    ) -> Result<CudaKernel, CudaError> {
+        let base = opts
+            .gpu
+            .clone()
+            .unwrap_or_else(|| GpuOptions::for_kernel(kernel));
         let arch = opts.arch.unwrap_or(dev.arch);
         let m_max = kernel.dims[kernel.m].max;
         let mut variants = Vec::new();
@@ -228,12 +265,13 @@ impl CudaKernel {
         }
         // Catch emitter failures now rather than at the first launch.
         for v in &variants {
-            ptx::emit(&v.func, arch)?;
+            ptx::emit_with(&v.func, arch, &opts.ptx)?;
         }
         Ok(CudaKernel {
             dev: dev.clone(),
             kernel: kernel.clone(),
             arch,
+            ptx: opts.ptx,
             variants,
         })
     }
@@ -263,14 +301,18 @@ impl CudaKernel {
 
     /// The PTX module that runs for `M = m`.
     pub fn ptx(&self, m: u64) -> Result<String, CudaError> {
-        Ok(ptx::emit(&self.variant(m)?.func, self.arch)?)
+        Ok(ptx::emit_with(
+            &self.variant(m)?.func,
+            self.arch,
+            &self.ptx,
+        )?)
     }
 
     fn function(&self, v: &Variant) -> Result<CudaFunction, CudaError> {
         if let Some(f) = v.function.get() {
             return Ok(f.clone());
         }
-        let text = ptx::emit(&v.func, self.arch)?;
+        let text = ptx::emit_with(&v.func, self.arch, &self.ptx)?;
         let load = |err: String| CudaError::Load {
             kernel: self.kernel.name.clone(),
             err,
@@ -281,7 +323,9 @@ impl CudaKernel {
             .load_module(Ptx::from_src(text))
             .map_err(|e| load(format!("{e:?}")))?;
         let entry = ptx::entry_name(&v.func);
-        let f = module.load_function(&entry).map_err(|e| load(format!("{e:?}")))?;
+        let f = module
+            .load_function(&entry)
+            .map_err(|e| load(format!("{e:?}")))?;
         let _ = v.function.set(f.clone());
         Ok(f)
     }
@@ -302,7 +346,8 @@ impl CudaKernel {
             .iter()
             .map(|b| self.dev.upload_bytes(&b.as_bytes()))
             .collect::<Result<Vec<_>, _>>()?;
-        let out_len = self.kernel.buffer_len(&self.kernel.output, dims) * self.kernel.out_ty().bytes();
+        let out_len =
+            self.kernel.buffer_len(&self.kernel.output, dims) * self.kernel.out_ty().bytes();
         let output = self.dev.upload_bytes(&vec![0xFF; out_len])?;
         Ok(DeviceArgs {
             dims: dims.clone(),
@@ -314,14 +359,19 @@ impl CudaKernel {
     /// Launches on device-resident buffers (asynchronously, on the device's stream).
     pub fn launch(&self, args: &mut DeviceArgs) -> Result<(), CudaError> {
         let k = &self.kernel;
-        k.validate_dims(&args.dims).map_err(|why| CudaError::DeviceArgs {
-            kernel: k.name.clone(),
-            why,
-        })?;
+        k.validate_dims(&args.dims)
+            .map_err(|why| CudaError::DeviceArgs {
+                kernel: k.name.clone(),
+                why,
+            })?;
         if args.inputs.len() != k.inputs.len() {
             return Err(CudaError::DeviceArgs {
                 kernel: k.name.clone(),
-                why: format!("{} input buffers, expected {}", args.inputs.len(), k.inputs.len()),
+                why: format!(
+                    "{} input buffers, expected {}",
+                    args.inputs.len(),
+                    k.inputs.len()
+                ),
             });
         }
         for (i, (p, b)) in k.inputs.iter().zip(&args.inputs).enumerate() {
@@ -332,7 +382,11 @@ impl CudaKernel {
             if b.len() < need {
                 return Err(CudaError::DeviceArgs {
                     kernel: k.name.clone(),
-                    why: format!("input {i} (`{}`) holds {} bytes, needs {need}", p.tensor.name, b.len()),
+                    why: format!(
+                        "input {i} (`{}`) holds {} bytes, needs {need}",
+                        p.tensor.name,
+                        b.len()
+                    ),
                 });
             }
         }
@@ -340,7 +394,10 @@ impl CudaKernel {
         if args.output.len() < out_need {
             return Err(CudaError::DeviceArgs {
                 kernel: k.name.clone(),
-                why: format!("the output holds {} bytes, needs {out_need}", args.output.len()),
+                why: format!(
+                    "the output holds {} bytes, needs {out_need}",
+                    args.output.len()
+                ),
             });
         }
         let v = self.variant(args.dims.values[k.m])?;
@@ -373,17 +430,26 @@ impl CudaKernel {
 
     /// Copies the output back (waiting for the launch); launch errors surface here.
     pub fn download(&self, args: &DeviceArgs) -> Result<HostBuf, CudaError> {
-        let bytes = self.dev.stream.clone_dtoh(&args.output).map_err(|e| CudaError::Launch {
-            kernel: self.kernel.name.clone(),
-            err: format!("{e:?}"),
-        })?;
+        let bytes = self
+            .dev
+            .stream
+            .clone_dtoh(&args.output)
+            .map_err(|e| CudaError::Launch {
+                kernel: self.kernel.name.clone(),
+                err: format!("{e:?}"),
+            })?;
         Ok(bytes_to_host(self.kernel.out_ty(), &bytes))
     }
 
     /// Times `iters` launches (after `warmup` untimed ones) with CUDA events, cycling
     /// through `sets` (e.g. several weight copies, so L2 cannot hold them). Returns
     /// each launch's time in microseconds.
-    pub fn time(&self, sets: &mut [DeviceArgs], warmup: usize, iters: usize) -> Result<Vec<f64>, CudaError> {
+    pub fn time(
+        &self,
+        sets: &mut [DeviceArgs],
+        warmup: usize,
+        iters: usize,
+    ) -> Result<Vec<f64>, CudaError> {
         if sets.is_empty() {
             return Ok(Vec::new());
         }
@@ -395,8 +461,16 @@ impl CudaKernel {
         let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
         let mut events = Vec::with_capacity(iters);
         for i in 0..iters {
-            let a = self.dev.ctx.new_event(flags).map_err(driver("event creation"))?;
-            let b = self.dev.ctx.new_event(flags).map_err(driver("event creation"))?;
+            let a = self
+                .dev
+                .ctx
+                .new_event(flags)
+                .map_err(driver("event creation"))?;
+            let b = self
+                .dev
+                .ctx
+                .new_event(flags)
+                .map_err(driver("event creation"))?;
             a.record(&self.dev.stream).map_err(driver("event record"))?;
             self.launch(&mut sets[i % n])?;
             b.record(&self.dev.stream).map_err(driver("event record"))?;
@@ -405,7 +479,11 @@ impl CudaKernel {
         self.dev.synchronize()?;
         events
             .iter()
-            .map(|(a, b)| a.elapsed_ms(b).map(|ms| ms as f64 * 1e3).map_err(driver("event timing")))
+            .map(|(a, b)| {
+                a.elapsed_ms(b)
+                    .map(|ms| ms as f64 * 1e3)
+                    .map_err(driver("event timing"))
+            })
             .collect()
     }
 }
@@ -413,11 +491,25 @@ impl CudaKernel {
 /// Little-endian output bytes as a host buffer of the output type.
 pub fn bytes_to_host(ty: Scalar, b: &[u8]) -> HostBuf {
     match ty {
-        Scalar::F32 => HostBuf::F32(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
-        Scalar::I32 | Scalar::I8 => {
-            HostBuf::I32(b.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
-        }
-        Scalar::F16 => HostBuf::F16(b.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]])).collect()),
-        Scalar::BF16 => HostBuf::BF16(b.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]])).collect()),
+        Scalar::F32 => HostBuf::F32(
+            b.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        ),
+        Scalar::I32 | Scalar::I8 => HostBuf::I32(
+            b.chunks_exact(4)
+                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        ),
+        Scalar::F16 => HostBuf::F16(
+            b.chunks_exact(2)
+                .map(|c| f16::from_le_bytes([c[0], c[1]]))
+                .collect(),
+        ),
+        Scalar::BF16 => HostBuf::BF16(
+            b.chunks_exact(2)
+                .map(|c| bf16::from_le_bytes([c[0], c[1]]))
+                .collect(),
+        ),
     }
 }

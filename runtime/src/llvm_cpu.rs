@@ -34,6 +34,8 @@ use qkc_dsl::host::{check_buffer, check_inputs, BufferError, HostBuf};
 use qkc_dsl::ir::{Dims, Kernel};
 use rayon::prelude::*;
 
+pub use crate::cpu::Timing;
+
 /// How a kernel is compiled and run through LLVM on the CPU.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LlvmCpuOptions {
@@ -49,11 +51,17 @@ pub struct LlvmCpuOptions {
 }
 
 impl LlvmCpuOptions {
-    /// Defaults for a kernel: its schedule hints, `O3`, all available cores.
+    /// Defaults for a kernel: its schedule hints, `O3`, all available cores, and f32
+    /// dot-product runs reassociated as the Cranelift runtime does (integer results
+    /// stay exact; set `jit.reassociate = false` for results bit-identical to the
+    /// loop-IR interpreter).
     pub fn for_kernel(k: &Kernel) -> LlvmCpuOptions {
         LlvmCpuOptions {
             lower: lower::CpuOptions::for_kernel(k),
-            jit: JitOptions::default(),
+            jit: JitOptions {
+                reassociate: true,
+                ..JitOptions::default()
+            },
             threads: 0,
             small_m_variant: true,
         }
@@ -147,10 +155,16 @@ fn output_ptr(b: &mut HostBuf) -> (*mut u8, usize) {
 }
 
 fn default_threads() -> usize {
-    std::thread::available_parallelism().map(NonZeroUsize::get).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(NonZeroUsize::get)
+        .unwrap_or(1)
 }
 
-fn compile(kernel: &Kernel, lower_opts: &lower::CpuOptions, jit: &JitOptions) -> Result<Variant, LlvmCpuError> {
+fn compile(
+    kernel: &Kernel,
+    lower_opts: &lower::CpuOptions,
+    jit: &JitOptions,
+) -> Result<Variant, LlvmCpuError> {
     let func = lower_cpu(kernel, lower_opts);
     let compiled = llvm::compile_cpu(&func, jit).map_err(|source| LlvmCpuError::Compile {
         kernel: kernel.name.clone(),
@@ -189,7 +203,11 @@ impl LlvmCpuKernel {
 
     /// Sets the number of worker threads (0: available parallelism).
     pub fn set_threads(&mut self, threads: usize) -> Result<(), LlvmCpuError> {
-        let n = if threads == 0 { default_threads() } else { threads };
+        let n = if threads == 0 {
+            default_threads()
+        } else {
+            threads
+        };
         self.pool = if n > 1 {
             Some(
                 rayon::ThreadPoolBuilder::new()
@@ -253,7 +271,12 @@ impl LlvmCpuKernel {
 
     /// Runs the kernel into an existing output buffer (checked like the inputs), so
     /// that repeated runs do not allocate.
-    pub fn run_into(&self, dims: &Dims, inputs: &[HostBuf], out: &mut HostBuf) -> Result<(), LlvmCpuError> {
+    pub fn run_into(
+        &self,
+        dims: &Dims,
+        inputs: &[HostBuf],
+        out: &mut HostBuf,
+    ) -> Result<(), LlvmCpuError> {
         let k = &self.kernel;
         check_inputs(k, dims, inputs)?;
         check_buffer(k, &k.output, dims, out)?;
@@ -279,9 +302,12 @@ impl LlvmCpuKernel {
         let jit = &self.variant(dims.values[k.m]).jit;
         // SAFETY (all calls below): every buffer was checked against the kernel's
         // shapes for `dims` above, and the output is exclusively borrowed.
-        let trips = unsafe { jit.parallel_trips(&launch.bufs, &launch.lens, &launch.dims) }.map_err(run_err)?;
+        let trips = unsafe { jit.parallel_trips(&launch.bufs, &launch.lens, &launch.dims) }
+            .map_err(run_err)?;
         let launch = &launch;
-        let call = move |lo: i64, hi: i64| unsafe { jit.call(&launch.bufs, &launch.lens, &launch.dims, lo, hi) };
+        let call = move |lo: i64, hi: i64| unsafe {
+            jit.call(&launch.bufs, &launch.lens, &launch.dims, lo, hi)
+        };
         match (trips, &self.pool) {
             (Some(t), Some(pool)) if t > 1 => {
                 // A few chunks per thread balance uneven rows without much overhead.
@@ -296,5 +322,33 @@ impl LlvmCpuKernel {
             }
             _ => call(0, i64::MAX).map_err(run_err),
         }
+    }
+
+    /// Runs the kernel once to warm up, then at least `min_reps` times and until
+    /// `budget` has passed (at most 1000 runs), into one preallocated output. Returns
+    /// the output of the last run and the times.
+    pub fn time(
+        &self,
+        dims: &Dims,
+        inputs: &[HostBuf],
+        min_reps: usize,
+        budget: std::time::Duration,
+    ) -> Result<(HostBuf, Timing), LlvmCpuError> {
+        let mut out = self.output_for(dims)?;
+        self.run_into(dims, inputs, &mut out)?;
+        let start = std::time::Instant::now();
+        let mut times = Vec::new();
+        while times.len() < min_reps.max(1) || (start.elapsed() < budget && times.len() < 1000) {
+            let t = std::time::Instant::now();
+            self.run_into(dims, inputs, &mut out)?;
+            times.push(t.elapsed().as_secs_f64());
+        }
+        times.sort_by(f64::total_cmp);
+        let timing = Timing {
+            best: times[0],
+            median: times[times.len() / 2],
+            reps: times.len(),
+        };
+        Ok((out, timing))
     }
 }

@@ -32,11 +32,22 @@ pub fn run(a: &CheckArgs) -> miette::Result<()> {
                     println!("    {line}");
                 }
             }
-            let failed = k.proofs.iter().filter(|o| o.status == Status::Failed).count();
-            let proved = k.proofs.iter().filter(|o| o.status == Status::Proved).count();
+            let failed = k
+                .proofs
+                .iter()
+                .filter(|o| o.status == Status::Failed)
+                .count();
+            let proved = k
+                .proofs
+                .iter()
+                .filter(|o| o.status == Status::Proved)
+                .count();
             println!(
                 "  summary: {proved} proved, {} widened, {} notes, {failed} failed",
-                k.proofs.iter().filter(|o| o.status == Status::Widened).count(),
+                k.proofs
+                    .iter()
+                    .filter(|o| o.status == Status::Widened)
+                    .count(),
                 k.proofs.iter().filter(|o| o.status == Status::Note).count()
             );
         }

@@ -1,6 +1,7 @@
 //! Subcommands of the `qkc` binary, one module each, plus shared helpers.
 
 pub mod check;
+pub mod demo;
 pub mod emit;
 pub mod quantize;
 pub mod run;
@@ -25,7 +26,11 @@ pub fn pick<'a>(prog: &'a Program, name: Option<&str>) -> miette::Result<&'a Ker
     prog.kernel(name).ok_or_else(|| match name {
         Some(n) => miette!(
             "no kernel named `{n}` (kernels: {})",
-            prog.kernels.iter().map(|k| k.name.as_str()).collect::<Vec<_>>().join(", ")
+            prog.kernels
+                .iter()
+                .map(|k| k.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         None => miette!("the file declares no kernel"),
     })
@@ -36,14 +41,12 @@ pub fn parse_dims(s: &str) -> miette::Result<Vec<(String, u64)>> {
     s.split(',')
         .filter(|p| !p.trim().is_empty())
         .map(|p| {
-            let (n, v) = p
-                .split_once('=')
-                .ok_or_else(|| miette!("bad dimension `{p}`: write NAME=VALUE, e.g. M=1,N=4096,K=4096"))?;
-            let v: u64 = v
-                .trim()
-                .replace('_', "")
-                .parse()
-                .map_err(|_| miette!("bad value `{v}` for dimension `{n}`: expected a positive integer"))?;
+            let (n, v) = p.split_once('=').ok_or_else(|| {
+                miette!("bad dimension `{p}`: write NAME=VALUE, e.g. M=1,N=4096,K=4096")
+            })?;
+            let v: u64 = v.trim().replace('_', "").parse().map_err(|_| {
+                miette!("bad value `{v}` for dimension `{n}`: expected a positive integer")
+            })?;
             Ok((n.trim().to_string(), v))
         })
         .collect()

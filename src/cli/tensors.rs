@@ -25,18 +25,26 @@ fn from_bytes(ty: &ElemType, b: &[u8]) -> HostBuf {
     match ty {
         ElemType::Packed { .. } => HostBuf::Packed(b.to_vec()),
         ElemType::Scalar(Scalar::I8) => HostBuf::I8(b.iter().map(|&x| x as i8).collect()),
-        ElemType::Scalar(Scalar::I32) => {
-            HostBuf::I32(b.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
-        }
-        ElemType::Scalar(Scalar::F16) => {
-            HostBuf::F16(b.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]])).collect())
-        }
-        ElemType::Scalar(Scalar::BF16) => {
-            HostBuf::BF16(b.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]])).collect())
-        }
-        ElemType::Scalar(Scalar::F32) => {
-            HostBuf::F32(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
-        }
+        ElemType::Scalar(Scalar::I32) => HostBuf::I32(
+            b.chunks_exact(4)
+                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        ),
+        ElemType::Scalar(Scalar::F16) => HostBuf::F16(
+            b.chunks_exact(2)
+                .map(|c| f16::from_le_bytes([c[0], c[1]]))
+                .collect(),
+        ),
+        ElemType::Scalar(Scalar::BF16) => HostBuf::BF16(
+            b.chunks_exact(2)
+                .map(|c| bf16::from_le_bytes([c[0], c[1]]))
+                .collect(),
+        ),
+        ElemType::Scalar(Scalar::F32) => HostBuf::F32(
+            b.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        ),
     }
 }
 
@@ -56,7 +64,9 @@ pub fn infer_dims(k: &Kernel, st: &SafeTensors) -> miette::Result<Vec<(String, u
     let mut found: HashMap<usize, (u64, String)> = HashMap::new();
     for p in &k.inputs {
         let t = &p.tensor;
-        let Ok(view) = st.tensor(&t.name) else { continue };
+        let Ok(view) = st.tensor(&t.name) else {
+            continue;
+        };
         let shape = view.shape();
         if shape.len() != t.shape.len() {
             continue;
@@ -80,9 +90,12 @@ pub fn infer_dims(k: &Kernel, st: &SafeTensors) -> miette::Result<Vec<(String, u
     }
     let mut out = Vec::new();
     for (i, d) in k.dims.iter().enumerate() {
-        let (v, _) = found
-            .get(&i)
-            .ok_or_else(|| miette!("cannot infer dimension {} from the inputs; pass --dims", d.name))?;
+        let (v, _) = found.get(&i).ok_or_else(|| {
+            miette!(
+                "cannot infer dimension {} from the inputs; pass --dims",
+                d.name
+            )
+        })?;
         out.push((d.name.clone(), *v));
     }
     Ok(out)
@@ -96,7 +109,12 @@ pub fn read_file(path: &Path) -> miette::Result<Vec<u8>> {
 }
 
 /// Loads one buffer per kernel input, checking name, dtype and length.
-pub fn load_inputs(k: &Kernel, dims: &Dims, st: &SafeTensors, path: &Path) -> miette::Result<Vec<HostBuf>> {
+pub fn load_inputs(
+    k: &Kernel,
+    dims: &Dims,
+    st: &SafeTensors,
+    path: &Path,
+) -> miette::Result<Vec<HostBuf>> {
     let mut out = Vec::new();
     for p in &k.inputs {
         let t = &p.tensor;
@@ -163,7 +181,11 @@ pub fn save(path: &Path, tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)]) -> mi
 }
 
 /// The kernel's output as a named safetensors entry.
-pub fn output_entry(k: &Kernel, dims: &Dims, out: &HostBuf) -> (String, Dtype, Vec<usize>, Vec<u8>) {
+pub fn output_entry(
+    k: &Kernel,
+    dims: &Dims,
+    out: &HostBuf,
+) -> (String, Dtype, Vec<usize>, Vec<u8>) {
     (
         k.output.name.clone(),
         dtype_for(&k.output.ty),
@@ -173,10 +195,21 @@ pub fn output_entry(k: &Kernel, dims: &Dims, out: &HostBuf) -> (String, Dtype, V
 }
 
 /// Inputs as named safetensors entries (used by tests and `--dump-inputs`).
-pub fn input_entries(k: &Kernel, dims: &Dims, inputs: &[HostBuf]) -> Vec<(String, Dtype, Vec<usize>, Vec<u8>)> {
+pub fn input_entries(
+    k: &Kernel,
+    dims: &Dims,
+    inputs: &[HostBuf],
+) -> Vec<(String, Dtype, Vec<usize>, Vec<u8>)> {
     k.inputs
         .iter()
         .zip(inputs)
-        .map(|(p, b)| (p.tensor.name.clone(), dtype_for(&p.tensor.ty), stored_shape(k, &p.tensor, dims), b.as_bytes()))
+        .map(|(p, b)| {
+            (
+                p.tensor.name.clone(),
+                dtype_for(&p.tensor.ty),
+                stored_shape(k, &p.tensor, dims),
+                b.as_bytes(),
+            )
+        })
         .collect()
 }

@@ -84,8 +84,13 @@ fn miette_free(e: &qkc_dsl::Diag) -> String {
 }
 
 /// The bundled example kernels (`examples/kernels/*.qk`), sorted by file name.
+/// Falls back to `./examples/kernels` when `root` (a build-time path) is not there,
+/// so test binaries copied to another machine still find them.
 pub fn example_kernels(root: &str) -> Vec<(String, Kernel)> {
-    let dir = format!("{root}/examples/kernels");
+    let mut dir = format!("{root}/examples/kernels");
+    if !std::path::Path::new(&dir).is_dir() {
+        dir = "examples/kernels".to_string();
+    }
     let mut paths: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{dir}: {e}"))
         .map(|e| e.expect("dir entry").path())
@@ -123,10 +128,22 @@ pub fn dims_ok(k: &Kernel, d: &Dims) -> bool {
 /// Output bytes decoded to f64 in the output's element type.
 pub fn out_values(k: &Kernel, b: &[u8]) -> Vec<f64> {
     match k.out_ty() {
-        Scalar::F32 => b.chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64).collect(),
-        Scalar::I32 | Scalar::I8 => b.chunks(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64).collect(),
-        Scalar::F16 => b.chunks(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f64()).collect(),
-        Scalar::BF16 => b.chunks(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f64()).collect(),
+        Scalar::F32 => b
+            .chunks(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+            .collect(),
+        Scalar::I32 | Scalar::I8 => b
+            .chunks(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+            .collect(),
+        Scalar::F16 => b
+            .chunks(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f64())
+            .collect(),
+        Scalar::BF16 => b
+            .chunks(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f64())
+            .collect(),
     }
 }
 
@@ -140,10 +157,16 @@ pub fn out_bytes(k: &Kernel, d: &Dims) -> usize {
 /// accumulation in another order) plus one rounding of the output type.
 pub fn check(k: &Kernel, d: &Dims, inputs: &[HostBuf], got: &[f64]) -> Result<(), String> {
     let exact = interp::run_f64(k, d, inputs).map_err(|e| e.to_string())?;
-    let want = interp::run(k, d, inputs).map_err(|e| e.to_string())?.to_f64();
+    let want = interp::run(k, d, inputs)
+        .map_err(|e| e.to_string())?
+        .to_f64();
     let mag = interp::magnitude(k, d, inputs).map_err(|e| e.to_string())?;
     if got.len() != want.len() {
-        return Err(format!("output has {} elements, expected {}", got.len(), want.len()));
+        return Err(format!(
+            "output has {} elements, expected {}",
+            got.len(),
+            want.len()
+        ));
     }
     let ulp = match k.out_ty() {
         Scalar::F16 => 2f64.powi(-10),

@@ -28,8 +28,8 @@
 //! Every operation follows the loop-IR interpreter ([`crate::loop_ir::eval`]) bit for
 //! bit, with one documented exception: the SIMD paths ([`CraneliftOptions::simd`])
 //! reassociate `f32` dot-product runs (integer runs stay exact: wrapping sums do not
-//! depend on the order). See [`translate`] for the translation of each operation and
-//! [`simd`] for the vector paths.
+//! depend on the order). See the `translate` submodule for the translation of each
+//! operation and `simd` for the vector paths.
 
 mod simd;
 mod translate;
@@ -83,7 +83,9 @@ impl Default for CraneliftOptions {
 /// Why a function could not be compiled, or a compiled call failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CraneliftError {
-    #[error("`{func}` is a GPU kernel; the Cranelift backend compiles CPU functions (Launch::Cpu)")]
+    #[error(
+        "`{func}` is a GPU kernel; the Cranelift backend compiles CPU functions (Launch::Cpu)"
+    )]
     NotCpu { func: String },
     #[error("`{op}` is a GPU-only operation and cannot be compiled for the CPU")]
     GpuOnly { op: &'static str },
@@ -180,7 +182,9 @@ pub(crate) fn parallel_loop(f: &Func) -> Option<usize> {
                 kind: LoopKind::Parallel,
                 step,
                 ..
-            } if *step >= 1 && f.vars.get(var.0 as usize).map(|v| v.ty) == Some(crate::loop_ir::Ty::I64) => {
+            } if *step >= 1
+                && f.vars.get(var.0 as usize).map(|v| v.ty) == Some(crate::loop_ir::Ty::I64) =>
+            {
                 return Some(i)
             }
             Stmt::Let(..) | Stmt::Comment(_) => {}
@@ -190,12 +194,18 @@ pub(crate) fn parallel_loop(f: &Func) -> Option<usize> {
     None
 }
 
-fn make_isa(opts: &CraneliftOptions) -> Result<cranelift_codegen::isa::OwnedTargetIsa, CraneliftError> {
+fn make_isa(
+    opts: &CraneliftOptions,
+) -> Result<cranelift_codegen::isa::OwnedTargetIsa, CraneliftError> {
     let mut flags = settings::builder();
     let set = |flags: &mut settings::Builder, k: &str, v: &str| flags.set(k, v).map_err(cl_err);
     set(&mut flags, "use_colocated_libcalls", "false")?;
     set(&mut flags, "is_pic", "false")?;
-    set(&mut flags, "opt_level", if opts.optimize { "speed" } else { "none" })?;
+    set(
+        &mut flags,
+        "opt_level",
+        if opts.optimize { "speed" } else { "none" },
+    )?;
     set(&mut flags, "enable_verifier", "true")?;
     let isa = cranelift_native::builder().map_err(|e| CraneliftError::Host(e.to_string()))?;
     isa.finish(settings::Flags::new(flags)).map_err(cl_err)
@@ -216,10 +226,15 @@ fn signature(module: &JITModule, ret: types::Type) -> Signature {
 /// Checks what the translator relies on before any code is built.
 fn validate(f: &Func) -> Result<(), CraneliftError> {
     if !matches!(f.launch, Launch::Cpu) {
-        return Err(CraneliftError::NotCpu { func: f.name.clone() });
+        return Err(CraneliftError::NotCpu {
+            func: f.name.clone(),
+        });
     }
     if f.bufs.is_empty() {
-        return Err(CraneliftError::Invalid(format!("`{}` has no buffers", f.name)));
+        return Err(CraneliftError::Invalid(format!(
+            "`{}` has no buffers",
+            f.name
+        )));
     }
     Ok(())
 }
@@ -250,7 +265,9 @@ pub fn compile(func: &Func, opts: &CraneliftOptions) -> Result<CompiledCpu, Cran
             translate::Mode::Trips(_) => types::I64,
         };
         let sig = signature(module, ret);
-        let id = module.declare_function(name, Linkage::Local, &sig).map_err(cl_err)?;
+        let id = module
+            .declare_function(name, Linkage::Local, &sig)
+            .map_err(cl_err)?;
         ctx.func.signature = sig;
         ctx.func.name = UserFuncName::user(0, id.as_u32());
         translate::build(module, ctx, fctx, func, opts, mode)?;
@@ -260,9 +277,9 @@ pub fn compile(func: &Func, opts: &CraneliftOptions) -> Result<CompiledCpu, Cran
             ctx.set_disasm(true);
         }
         module.define_function(id, ctx).map_err(|e| match e {
-            cranelift_module::ModuleError::Compilation(ce) => {
-                CraneliftError::Cranelift(cranelift_codegen::print_errors::pretty_error(&ctx.func, ce))
-            }
+            cranelift_module::ModuleError::Compilation(ce) => CraneliftError::Cranelift(
+                cranelift_codegen::print_errors::pretty_error(&ctx.func, ce),
+            ),
             other => cl_err(other),
         })?;
         if opts.keep_text {
@@ -274,7 +291,13 @@ pub fn compile(func: &Func, opts: &CraneliftOptions) -> Result<CompiledCpu, Cran
         Ok(id)
     };
 
-    let main_id = define(&mut module, &mut ctx, &mut fctx, &func.name, translate::Mode::Main)?;
+    let main_id = define(
+        &mut module,
+        &mut ctx,
+        &mut fctx,
+        &func.name,
+        translate::Mode::Main,
+    )?;
     let trips_id = match par {
         Some(p) => Some(define(
             &mut module,
@@ -352,7 +375,12 @@ impl CompiledCpu {
         &self.disasm
     }
 
-    fn check_call(&self, bufs: &[*mut u8], lens: &[i64], dims: &[i64]) -> Result<(), CraneliftError> {
+    fn check_call(
+        &self,
+        bufs: &[*mut u8],
+        lens: &[i64],
+        dims: &[i64],
+    ) -> Result<(), CraneliftError> {
         let bad = |what, expected, got| CraneliftError::BadCall {
             func: self.name.clone(),
             what,
@@ -422,7 +450,8 @@ impl CompiledCpu {
     ) -> Result<(), CraneliftError> {
         self.check_call(bufs, lens, dims)?;
         // SAFETY: forwarded to the caller.
-        let status = unsafe { (self.entry)(bufs.as_ptr(), lens.as_ptr(), dims.as_ptr(), n_lo, n_hi) };
+        let status =
+            unsafe { (self.entry)(bufs.as_ptr(), lens.as_ptr(), dims.as_ptr(), n_lo, n_hi) };
         if status == STATUS_OK {
             Ok(())
         } else {

@@ -28,7 +28,9 @@
 use std::collections::HashMap;
 
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{types, ConstantData, Endianness, InstBuilder, MemFlagsData, Type, Value};
+use cranelift_codegen::ir::{
+    types, ConstantData, Endianness, InstBuilder, MemFlagsData, Type, Value,
+};
 use cranelift_frontend::Variable;
 
 use super::translate::{mem_flags, Tr};
@@ -54,6 +56,10 @@ pub(crate) struct Simd {
     cache: HashMap<Vec<(Var, u32)>, Vec<Value>>,
     /// Accumulators kept in vectors in the loop being translated.
     promoted: HashMap<Var, (Variable, Ty)>,
+    /// The last `LoadBytes` translated: address, bytes, flags.
+    pub(crate) last_load: Option<(Value, u8, MemFlagsData)>,
+    /// Words assigned straight from a byte load in this region: version, load.
+    loads: HashMap<Var, (u32, Value, u8, MemFlagsData)>,
 }
 
 /// Accumulators promoted by one loop, reduced by [`finish`].
@@ -98,6 +104,8 @@ impl Simd {
             prov: HashMap::new(),
             cache: HashMap::new(),
             promoted: HashMap::new(),
+            last_load: None,
+            loads: HashMap::new(),
         }
     }
 
@@ -105,6 +113,7 @@ impl Simd {
     pub(crate) fn enter_block(&mut self) {
         self.cache.clear();
         self.prov.clear();
+        self.loads.clear();
     }
 
     /// Records the assignment `v = e`.
@@ -112,6 +121,10 @@ impl Simd {
         let i = v.0 as usize;
         if let Some(x) = self.version.get_mut(i) {
             *x += 1;
+        }
+        self.loads.remove(&v);
+        if let (Expr::LoadBytes { .. }, Some((addr, bytes, fl))) = (e, self.last_load.take()) {
+            self.loads.insert(v, (self.version[i], addr, bytes, fl));
         }
         match bfe_of_var(f, e) {
             Some((w, pos, len, signed)) if w != v && f.var_ty(v) == Ty::I32 => {
@@ -134,7 +147,8 @@ impl Simd {
     /// Current provenance of `c`, if still valid.
     fn valid(&self, c: Var) -> Option<Prov> {
         let p = *self.prov.get(&c)?;
-        let ok = self.version[c.0 as usize] == p.own_ver && self.version[p.word.0 as usize] == p.word_ver;
+        let ok = self.version[c.0 as usize] == p.own_ver
+            && self.version[p.word.0 as usize] == p.word_ver;
         ok.then_some(p)
     }
 }
@@ -150,7 +164,7 @@ fn acc_vec(t: Ty) -> Type {
 
 /// Whether a run over `buf` into an accumulator of type `t` has a vector path.
 fn eligible(tr: &Tr, buf: usize, codes: &[Var], t: Ty) -> bool {
-    if !tr.opts.simd || codes.is_empty() || codes.len() % 8 != 0 {
+    if !tr.opts.simd || codes.is_empty() || !codes.len().is_multiple_of(8) {
         return false;
     }
     let elem = tr.f.bufs[buf].elem;
@@ -166,7 +180,11 @@ fn vconst(tr: &mut Tr, ty: Type, bytes: Vec<u8>) -> Value {
 }
 
 fn splat_i32(tr: &mut Tr, v: i32) -> Value {
-    vconst(tr, types::I32X4, [v; 4].iter().flat_map(|x| x.to_le_bytes()).collect())
+    vconst(
+        tr,
+        types::I32X4,
+        [v; 4].iter().flat_map(|x| x.to_le_bytes()).collect(),
+    )
 }
 
 fn zero_vec(tr: &mut Tr, ty: Type) -> Value {
@@ -185,21 +203,53 @@ fn has_ssse3() -> bool {
     }
 }
 
-/// Decodes eight codes of one word into an `i16x8`.
-fn decode8(tr: &mut Tr, word: Value, word_ty: Ty, lanes: &[Prov]) -> Value {
-    let w64 = if word_ty == Ty::I32 {
+/// The bytes of word `w` in an `i8x16`, and where word byte `b` (0..=8) sits in it
+/// (`0x80`: a zero byte for both `pshufb` and `swizzle`).
+///
+/// A word loaded by a 5..7-byte `LoadBytes` in this region is reloaded as two
+/// overlapping 4-byte loads inside the same bytes (cheaper than composing the scalar
+/// word and moving it over; the scalar load then usually dies).
+fn word_bytes(tr: &mut Tr, w: Var) -> (Value, [u8; 9]) {
+    let ver = tr.simd.version[w.0 as usize];
+    if let Some(&(v, addr, bytes, fl)) = tr.simd.loads.get(&w) {
+        if v == ver && (5..=7).contains(&bytes) {
+            let lo = tr.b.ins().load(types::I32, fl, addr, 0);
+            let hi = tr.b.ins().load(types::I32, fl, addr, bytes as i32 - 4);
+            let v = tr.b.ins().scalar_to_vector(types::I32X4, lo);
+            let v = tr.b.ins().insertlane(v, hi, 1);
+            let v8 = tr.b.ins().bitcast(types::I8X16, le(), v);
+            let mut map = [0x80u8; 9];
+            for (b, m) in map.iter_mut().enumerate().take(bytes as usize) {
+                *m = if b < 4 {
+                    b as u8
+                } else {
+                    (b + 8 - bytes as usize) as u8
+                };
+            }
+            return (v8, map);
+        }
+    }
+    let word = tr.b.use_var(tr.vars[w.0 as usize]);
+    let w64 = if tr.f.var_ty(w) == Ty::I32 {
         tr.b.ins().uextend(types::I64, word)
     } else {
         word
     };
     let v = tr.b.ins().scalar_to_vector(types::I64X2, w64);
     let v8 = tr.b.ins().bitcast(types::I8X16, le(), v);
+    // Lane 8 of the vector is zero (scalar_to_vector zeroes the other lanes).
+    (v8, [0, 1, 2, 3, 4, 5, 6, 7, 8])
+}
+
+/// Decodes eight codes of one word into an `i16x8`.
+fn decode8(tr: &mut Tr, word: Var, lanes: &[Prov]) -> Value {
+    let (v8, map) = word_bytes(tr, word);
     let mut idx = vec![0u8; 16];
     let mut mul = Vec::with_capacity(16);
     for (l, p) in lanes.iter().enumerate() {
-        let byte = p.pos / 8;
-        idx[2 * l] = byte;
-        idx[2 * l + 1] = byte + 1;
+        let byte = (p.pos / 8) as usize;
+        idx[2 * l] = map[byte];
+        idx[2 * l + 1] = map[byte + 1];
         let s = p.pos % 8;
         let m: u16 = 1 << (16 - s - p.len);
         mul.extend(m.to_le_bytes());
@@ -235,7 +285,11 @@ fn decode8(tr: &mut Tr, word: Value, word_ty: Ty, lanes: &[Prov]) -> Value {
                 let mask: Vec<u8> = lanes
                     .iter()
                     .flat_map(|p| {
-                        let m: u16 = if (p.len, p.signed) == (len, signed) { 0xffff } else { 0 };
+                        let m: u16 = if (p.len, p.signed) == (len, signed) {
+                            0xffff
+                        } else {
+                            0
+                        };
                         m.to_le_bytes()
                     })
                     .collect();
@@ -250,8 +304,14 @@ fn decode8(tr: &mut Tr, word: Value, word_ty: Ty, lanes: &[Prov]) -> Value {
 /// The codes as `i16x8` vectors (eight per vector), or `None` when they are not
 /// provably small bit fields.
 fn code_vectors(tr: &mut Tr, codes: &[Var]) -> Option<Vec<Value>> {
-    let provs: Vec<Prov> = codes.iter().map(|c| tr.simd.valid(*c)).collect::<Option<_>>()?;
-    let key: Vec<(Var, u32)> = codes.iter().map(|c| (*c, tr.simd.version[c.0 as usize])).collect();
+    let provs: Vec<Prov> = codes
+        .iter()
+        .map(|c| tr.simd.valid(*c))
+        .collect::<Option<_>>()?;
+    let key: Vec<(Var, u32)> = codes
+        .iter()
+        .map(|c| (*c, tr.simd.version[c.0 as usize]))
+        .collect();
     if let Some(v) = tr.simd.cache.get(&key) {
         return Some(v.clone());
     }
@@ -259,8 +319,7 @@ fn code_vectors(tr: &mut Tr, codes: &[Var]) -> Option<Vec<Value>> {
     for (ci, chunk) in provs.chunks(8).enumerate() {
         let word = chunk[0].word;
         let v = if chunk.iter().all(|p| p.word == word) {
-            let wv = tr.b.use_var(tr.vars[word.0 as usize]);
-            decode8(tr, wv, tr.f.var_ty(word), chunk)
+            decode8(tr, word, chunk)
         } else {
             let mut v = zero_vec(tr, types::I16X8);
             for l in 0..8 {
@@ -306,44 +365,41 @@ fn bf16x4_to_f32x4(tr: &mut Tr, h: Value) -> Value {
     let c7fff = splat_i32(tr, 0x7fff);
     let mag = tr.b.ins().band(h, c7fff);
     let inf = splat_i32(tr, 0x7f80);
-    let nan = tr.b.ins().icmp(IntCC::UnsignedGreaterThan, mag, inf);
+    let nan = tr.b.ins().icmp(IntCC::SignedGreaterThan, mag, inf);
     let quiet = splat_i32(tr, 0x0040_0000);
     let q = tr.b.ins().band(nan, quiet);
     let bits = tr.b.ins().bor(bits, q);
     tr.b.ins().bitcast(types::F32X4, le(), bits)
 }
 
-/// Lane-wise f16 bits (low 16 bits of each `i32` lane) to f32, exactly.
+/// Lane-wise f16 bits (low 16 bits of each `i32` lane) to f32, exactly (the scalar
+/// path's conversion, [`Tr::f16_bits_to_f32_bits`], lane by lane).
 fn f16x4_to_f32x4(tr: &mut Tr, h: Value) -> Value {
+    // `mag` is 0..=0x7fff: signed lane compares are exact (and one instruction on x86).
     let c7fff = splat_i32(tr, 0x7fff);
     let mag = tr.b.ins().band(h, c7fff);
     let t = tr.b.ins().ishl_imm_s(mag, 13);
-    let cexp = splat_i32(tr, 0x0f80_0000);
-    let e = tr.b.ins().band(t, cexp);
-    let bias = splat_i32(tr, 0x3800_0000);
-    let u = tr.b.ins().iadd(t, bias);
-    let inf = tr.b.ins().iadd(u, bias);
-    let c3ff = splat_i32(tr, 0x3ff);
-    let man = tr.b.ins().band(h, c3ff);
-    let zero = zero_vec(tr, types::I32X4);
-    let has_man = tr.b.ins().icmp(IntCC::NotEqual, man, zero);
-    let quiet = splat_i32(tr, 0x0040_0000);
-    let q = tr.b.ins().band(has_man, quiet);
-    let infnan = tr.b.ins().bor(inf, q);
-    let c_one = splat_i32(tr, 0x0080_0000);
-    let one_more = tr.b.ins().iadd(u, c_one);
-    let as_f = tr.b.ins().bitcast(types::F32X4, le(), one_more);
-    let magic = vconst(
+    let tf = tr.b.ins().bitcast(types::F32X4, le(), t);
+    let scale = vconst(
         tr,
         types::F32X4,
-        [f32::from_bits(113 << 23); 4].iter().flat_map(|x| x.to_le_bytes()).collect(),
+        [f32::from_bits((127 + 112) << 23); 4]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect(),
     );
-    let sub = tr.b.ins().fsub(as_f, magic);
-    let sub = tr.b.ins().bitcast(types::I32X4, le(), sub);
-    let is_special = tr.b.ins().icmp(IntCC::Equal, e, cexp);
-    let is_small = tr.b.ins().icmp(IntCC::Equal, e, zero);
-    let r = tr.b.ins().bitselect(is_small, sub, u);
-    let r = tr.b.ins().bitselect(is_special, infnan, r);
+    let f = tr.b.ins().fmul(tf, scale);
+    let finite = tr.b.ins().bitcast(types::I32X4, le(), f);
+    let cexp = splat_i32(tr, 0x7f80_0000);
+    let special = tr.b.ins().bor(t, cexp);
+    let c7c00 = splat_i32(tr, 0x7c00);
+    let is_nan = tr.b.ins().icmp(IntCC::SignedGreaterThan, mag, c7c00);
+    let quiet = splat_i32(tr, 0x0040_0000);
+    let q = tr.b.ins().band(is_nan, quiet);
+    let special = tr.b.ins().bor(special, q);
+    let c7bff = splat_i32(tr, 0x7bff);
+    let is_special = tr.b.ins().icmp(IntCC::SignedGreaterThan, mag, c7bff);
+    let r = tr.b.ins().bitselect(is_special, special, finite);
     let c8000 = splat_i32(tr, 0x8000);
     let sign = tr.b.ins().band(h, c8000);
     let sign = tr.b.ins().ishl_imm_s(sign, 16);
@@ -353,14 +409,24 @@ fn f16x4_to_f32x4(tr: &mut Tr, h: Value) -> Value {
 
 /// The vector partial sum `Σ_j load(buf, index + j) * codes[j]`: `i32x4` for integer
 /// accumulators, `f32x4` for `F32`. `None` when the codes have no vector form.
-fn partial(tr: &mut Tr, buf: usize, index: &Expr, codes: &[Var], t: Ty) -> Result<Option<Value>, CraneliftError> {
+fn partial(
+    tr: &mut Tr,
+    buf: usize,
+    index: &Expr,
+    codes: &[Var],
+    t: Ty,
+) -> Result<Option<Value>, CraneliftError> {
     let Some(cv) = code_vectors(tr, codes) else {
         return Ok(None);
     };
     let elem = tr.f.bufs[buf].elem;
     let size = elem.bytes() as i64;
     let base = tr.expr_i64(index)?;
-    let off = if size == 1 { base } else { tr.b.ins().imul_imm_s(base, size) };
+    let off = if size == 1 {
+        base
+    } else {
+        tr.b.ins().imul_imm_s(base, size)
+    };
     tr.check_bounds(buf, off, size * codes.len() as i64);
     let addr = tr.addr(buf, off);
     let fl = mem_flags(tr.f.bufs[buf].output);
@@ -536,11 +602,22 @@ fn count_stmts(body: &[Stmt], v: Var) -> usize {
         .map(|s| match s {
             Stmt::Let(x, e) | Stmt::Set(x, e) => (*x == v) as usize + count_expr(e, v),
             Stmt::For {
-                var, start, end, body, ..
-            } => (*var == v) as usize + count_expr(start, v) + count_expr(end, v) + count_stmts(body, v),
+                var,
+                start,
+                end,
+                body,
+                ..
+            } => {
+                (*var == v) as usize
+                    + count_expr(start, v)
+                    + count_expr(end, v)
+                    + count_stmts(body, v)
+            }
             Stmt::If { cond, then } => count_expr(cond, v) + count_stmts(then, v),
             Stmt::Store { index, value, .. } => count_expr(index, v) + count_expr(value, v),
-            Stmt::LoadVec4 { dst, offset, .. } => dst.iter().filter(|d| **d == v).count() + count_expr(offset, v),
+            Stmt::LoadVec4 { dst, offset, .. } => {
+                dst.iter().filter(|d| **d == v).count() + count_expr(offset, v)
+            }
             Stmt::WarpSum(x) => (*x == v) as usize,
             Stmt::Comment(_) => 0,
         })
@@ -549,17 +626,31 @@ fn count_stmts(body: &[Stmt], v: Var) -> usize {
 
 /// Before a loop over `body`: promotes the accumulators that `body` only updates as
 /// `acc = dot(..., acc)` (top level, vector-eligible) to vector variables set to zero.
-pub(crate) fn promote(tr: &mut Tr, body: &[Stmt], loop_var: Var) -> Result<Promoted, CraneliftError> {
+pub(crate) fn promote(
+    tr: &mut Tr,
+    body: &[Stmt],
+    loop_var: Var,
+) -> Result<Promoted, CraneliftError> {
     let mut out = Vec::new();
     if !tr.opts.simd {
         return Ok(Promoted(out));
     }
     let mut cands: Vec<(Var, usize)> = Vec::new();
     for s in body {
-        if let Stmt::Set(a, Expr::DotRun { buf, codes, acc, .. }) = s {
+        if let Stmt::Set(
+            a,
+            Expr::DotRun {
+                buf, codes, acc, ..
+            },
+        ) = s
+        {
             let t = tr.f.var_ty(*a);
             let self_acc = matches!(acc.as_ref(), Expr::Var(x) if x == a);
-            if self_acc && *a != loop_var && eligible(tr, *buf, codes, t) && !tr.simd.promoted.contains_key(a) {
+            if self_acc
+                && *a != loop_var
+                && eligible(tr, *buf, codes, t)
+                && !tr.simd.promoted.contains_key(a)
+            {
                 match cands.iter_mut().find(|(v, _)| v == a) {
                     Some((_, n)) => *n += 1,
                     None => cands.push((*a, 1)),

@@ -186,7 +186,9 @@ pub(crate) fn build(
     check_refs(f)?;
     let ptr = module.target_config().pointer_type();
     if ptr != types::I64 {
-        return Err(CraneliftError::Host("only 64-bit hosts are supported".into()));
+        return Err(CraneliftError::Host(
+            "only 64-bit hosts are supported".into(),
+        ));
     }
     let frontend_config = module.target_config();
     let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
@@ -261,7 +263,9 @@ pub(crate) struct Tr<'a, 'b> {
 
 /// Memory flags of loads from input buffers and of accesses to the output.
 pub(crate) fn mem_flags(output: bool) -> MemFlagsData {
-    let m = MemFlagsData::new().with_notrap().with_endianness(Endianness::Little);
+    let m = MemFlagsData::new()
+        .with_notrap()
+        .with_endianness(Endianness::Little);
     if output {
         m
     } else {
@@ -275,7 +279,8 @@ fn may_fault(e: &Expr) -> bool {
         Expr::Int(..) | Expr::F32(_) | Expr::Var(_) | Expr::Dim(_) | Expr::Special(_) => false,
         Expr::Load { .. } | Expr::LoadBytes { .. } | Expr::DotRun { .. } => true,
         Expr::Bin(op, a, b) => {
-            let div = matches!(op, BinOp::Div | BinOp::Rem) && !matches!(**b, Expr::Int(c, _) if c != 0);
+            let div =
+                matches!(op, BinOp::Div | BinOp::Rem) && !matches!(**b, Expr::Int(c, _) if c != 0);
             div || may_fault(a) || may_fault(b)
         }
         Expr::Cmp(_, a, b) => may_fault(a) || may_fault(b),
@@ -299,7 +304,9 @@ impl Tr<'_, '_> {
             }
             Mode::Trips(p) => {
                 let (start, end, step) = match self.f.body.get(p) {
-                    Some(Stmt::For { start, end, step, .. }) => (start, end, *step),
+                    Some(Stmt::For {
+                        start, end, step, ..
+                    }) => (start, end, *step),
                     _ => return Err(invalid("the parallel loop is missing")),
                 };
                 for s in &self.f.body[..p] {
@@ -361,7 +368,9 @@ impl Tr<'_, '_> {
         let err = self.err_block();
         let cont = self.b.create_block();
         let code = self.b.ins().iconst(types::I32, status as i64);
-        self.b.ins().brif(cond, err, &[BlockArg::Value(code)], cont, &[]);
+        self.b
+            .ins()
+            .brif(cond, err, &[BlockArg::Value(code)], cont, &[]);
         self.b.switch_to_block(cont);
     }
 
@@ -420,7 +429,11 @@ impl Tr<'_, '_> {
     fn cond(&mut self, e: &Expr) -> Result<Value, CraneliftError> {
         let t = self.ty(e);
         let v = self.expr(e)?;
-        Ok(if t == Ty::F32 { self.convert(v, Ty::F32, Ty::I64) } else { v })
+        Ok(if t == Ty::F32 {
+            self.convert(v, Ty::F32, Ty::I64)
+        } else {
+            v
+        })
     }
 
     fn iconst(&mut self, t: Ty, v: i64) -> Value {
@@ -439,12 +452,20 @@ impl Tr<'_, '_> {
             Expr::F32(x) => self.b.ins().f32const(*x),
             Expr::Var(v) => self.b.use_var(self.vars[v.0 as usize]),
             Expr::Dim(d) => self.dims[*d],
-            Expr::Special(_) => return Err(CraneliftError::GpuOnly { op: "special register" }),
+            Expr::Special(_) => {
+                return Err(CraneliftError::GpuOnly {
+                    op: "special register",
+                })
+            }
             Expr::Bin(op, a, bx) => self.bin(*op, a, bx)?,
             Expr::Cmp(op, a, bx) => {
                 let t = self.ty(a);
                 if self.ty(bx) != t {
-                    return Err(invalid(format!("comparison of {} with {}", t.name(), self.ty(bx).name())));
+                    return Err(invalid(format!(
+                        "comparison of {} with {}",
+                        t.name(),
+                        self.ty(bx).name()
+                    )));
                 }
                 let x = self.expr(a)?;
                 let y = self.expr(bx)?;
@@ -470,7 +491,11 @@ impl Tr<'_, '_> {
             Expr::Select(c, a, bx) => {
                 let t = self.ty(a);
                 if self.ty(bx) != t {
-                    return Err(invalid(format!("select of {} and {}", t.name(), self.ty(bx).name())));
+                    return Err(invalid(format!(
+                        "select of {} and {}",
+                        t.name(),
+                        self.ty(bx).name()
+                    )));
                 }
                 let cv = self.cond(c)?;
                 if may_fault(a) || may_fault(bx) {
@@ -658,7 +683,11 @@ impl Tr<'_, '_> {
             self.b.ins().sshr_imm_s(up, (w - len) as i64)
         } else {
             let down = self.b.ins().ushr_imm_s(v, pos as i64);
-            let mask = if len >= 64 { -1i64 } else { ((1u64 << len) - 1) as i64 };
+            let mask = if len >= 64 {
+                -1i64
+            } else {
+                ((1u64 << len) - 1) as i64
+            };
             self.b.ins().band_imm_s(down, mask)
         }
     }
@@ -667,7 +696,11 @@ impl Tr<'_, '_> {
     pub(crate) fn load_elem(&mut self, buf: usize, index: Value) -> Result<Value, CraneliftError> {
         let elem = self.f.bufs[buf].elem;
         let size = elem.bytes() as i64;
-        let off = if size == 1 { index } else { self.b.ins().imul_imm_s(index, size) };
+        let off = if size == 1 {
+            index
+        } else {
+            self.b.ins().imul_imm_s(index, size)
+        };
         self.check_bounds(buf, off, size);
         let addr = self.addr(buf, off);
         let fl = mem_flags(self.f.bufs[buf].output);
@@ -682,7 +715,10 @@ impl Tr<'_, '_> {
                 let h = ins.uload16(types::I32, fl, addr, 0);
                 let bits = self.b.ins().ishl_imm_s(h, 16);
                 let mag = self.b.ins().band_imm_s(h, 0x7fff);
-                let nan = self.b.ins().icmp_imm_s(IntCC::UnsignedGreaterThan, mag, 0x7f80);
+                let nan = self
+                    .b
+                    .ins()
+                    .icmp_imm_s(IntCC::SignedGreaterThan, mag, 0x7f80);
                 let q = self.b.ins().uextend(types::I32, nan);
                 let q = self.b.ins().ishl_imm_s(q, 22);
                 let bits = self.b.ins().bor(bits, q);
@@ -697,29 +733,31 @@ impl Tr<'_, '_> {
     }
 
     /// f16 bits (low 16 bits of an `i32`) to the bits of the equal f32.
+    ///
+    /// The magnitude bits shifted into place are an f32 with the f16's exponent; a
+    /// multiply by 2^112 rebiases it exactly (normals, subnormals and zero alike);
+    /// infinities and NaNs (all exponent bits set) get all f32 exponent bits instead,
+    /// NaNs also the quiet bit.
     pub(crate) fn f16_bits_to_f32_bits(&mut self, h: Value) -> Value {
         let mag = self.b.ins().band_imm_s(h, 0x7fff);
         let t = self.b.ins().ishl_imm_s(mag, 13);
-        let e = self.b.ins().band_imm_s(t, 0x0f80_0000);
-        // Normal numbers: rebias the exponent (127 - 15).
-        let u = self.b.ins().iadd_imm_s(t, 0x3800_0000);
-        // Inf/NaN: all exponent bits; NaNs get the quiet bit.
-        let inf = self.b.ins().iadd_imm_s(u, 0x3800_0000);
-        let man = self.b.ins().band_imm_s(h, 0x3ff);
-        let has_man = self.b.ins().icmp_imm_s(IntCC::NotEqual, man, 0);
-        let q = self.b.ins().uextend(types::I32, has_man);
+        let tf = self.b.ins().bitcast(types::F32, MemFlagsData::new(), t);
+        let scale = self.b.ins().f32const(f32::from_bits((127 + 112) << 23));
+        let f = self.b.ins().fmul(tf, scale);
+        let finite = self.b.ins().bitcast(types::I32, MemFlagsData::new(), f);
+        let special = self.b.ins().bor_imm_s(t, 0x7f80_0000);
+        let is_nan = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::SignedGreaterThan, mag, 0x7c00);
+        let q = self.b.ins().uextend(types::I32, is_nan);
         let q = self.b.ins().ishl_imm_s(q, 22);
-        let infnan = self.b.ins().bor(inf, q);
-        // Zero/subnormal: 2^-14 * (1 + m/1024) - 2^-14 = m * 2^-24, exactly.
-        let one_more = self.b.ins().iadd_imm_s(u, 0x0080_0000);
-        let as_f = self.b.ins().bitcast(types::F32, MemFlagsData::new(), one_more);
-        let magic = self.b.ins().f32const(f32::from_bits(113 << 23));
-        let sub = self.b.ins().fsub(as_f, magic);
-        let sub = self.b.ins().bitcast(types::I32, MemFlagsData::new(), sub);
-        let is_special = self.b.ins().icmp_imm_s(IntCC::Equal, e, 0x0f80_0000);
-        let is_small = self.b.ins().icmp_imm_s(IntCC::Equal, e, 0);
-        let r = self.b.ins().select(is_small, sub, u);
-        let r = self.b.ins().select(is_special, infnan, r);
+        let special = self.b.ins().bor(special, q);
+        let is_special = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::SignedGreaterThan, mag, 0x7bff);
+        let r = self.b.ins().select(is_special, special, finite);
         let sign = self.b.ins().band_imm_s(h, 0x8000);
         let sign = self.b.ins().ishl_imm_s(sign, 16);
         self.b.ins().bor(r, sign)
@@ -728,11 +766,14 @@ impl Tr<'_, '_> {
     /// `bytes` little-endian bytes at byte `off` of `buf`, zero-extended.
     fn load_bytes(&mut self, buf: usize, off: Value, bytes: u8) -> Result<Value, CraneliftError> {
         if !(1..=8).contains(&bytes) {
-            return Err(invalid(format!("byte load of {bytes} bytes (1..=8 allowed)")));
+            return Err(invalid(format!(
+                "byte load of {bytes} bytes (1..=8 allowed)"
+            )));
         }
         self.check_bounds(buf, off, bytes as i64);
         let addr = self.addr(buf, off);
         let fl = mem_flags(self.f.bufs[buf].output);
+        self.simd.last_load = Some((addr, bytes, fl));
         // Pieces (offset, width in bytes) composing the value, low bytes first.
         let pieces: &[(i32, u8)] = match bytes {
             1 => &[(0, 1)],
@@ -832,6 +873,7 @@ impl Tr<'_, '_> {
                         self.ty(e).name()
                     )));
                 }
+                self.simd.last_load = None;
                 if !simd::assign(self, *v, e)? {
                     let val = self.expr(e)?;
                     self.b.def_var(self.vars[v.0 as usize], val);
@@ -861,14 +903,20 @@ impl Tr<'_, '_> {
             Stmt::Store { buf, index, value } => {
                 let bd = &self.f.bufs[*buf];
                 if !bd.output {
-                    return Err(CraneliftError::StoreToInput { buf: bd.name.clone() });
+                    return Err(CraneliftError::StoreToInput {
+                        buf: bd.name.clone(),
+                    });
                 }
                 let elem = bd.elem;
                 let i = self.expr_i64(index)?;
                 let vt = self.ty(value);
                 let v = self.expr(value)?;
                 let size = elem.bytes() as i64;
-                let off = if size == 1 { i } else { self.b.ins().imul_imm_s(i, size) };
+                let off = if size == 1 {
+                    i
+                } else {
+                    self.b.ins().imul_imm_s(i, size)
+                };
                 self.check_bounds(*buf, off, size);
                 let addr = self.addr(*buf, off);
                 let fl = mem_flags(true);
@@ -887,7 +935,11 @@ impl Tr<'_, '_> {
                     }
                     Elem::F16 | Elem::BF16 => {
                         let x = self.convert(v, vt, Ty::F32);
-                        let name = if elem == Elem::F16 { HELPER_F16 } else { HELPER_BF16 };
+                        let name = if elem == Elem::F16 {
+                            HELPER_F16
+                        } else {
+                            HELPER_BF16
+                        };
                         let h = self.helper(name)?;
                         let call = self.b.ins().call(h, &[x]);
                         let bits = self
@@ -947,7 +999,11 @@ impl Tr<'_, '_> {
                 _ => (*s0, *e0),
             };
             if step >= 1 && !parallel {
-                let trips = if e0 > s0 { (e0 - s0 + step - 1) / step } else { 0 };
+                let trips = if e0 > s0 {
+                    (e0 - s0 + step - 1) / step
+                } else {
+                    0
+                };
                 if trips <= MAX_UNROLL {
                     for i in 0..trips {
                         let v = self.iconst(vt, s0 + i * step);

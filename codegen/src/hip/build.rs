@@ -5,7 +5,7 @@
 //! // build.rs of a crate that links qkc kernels into a ROCm program
 //! use qkc_codegen::hip::{build::write_sources, Arch};
 //! let out = std::path::PathBuf::from(std::env::var("OUT_DIR").unwrap());
-//! let files = write_sources(include_str!("kernels/gemv.qk"), &out, Arch::Gfx90a).unwrap();
+//! let files = write_sources(include_str!("../../../examples/kernels/gemv_w3p5.qk"), &out, Arch::Gfx90a).unwrap();
 //! // files: gemv_w3p5.hip, gemv_w3p5.h, CMakeLists.txt; compile the .hip with hipcc.
 //! # let _ = files;
 //! ```
@@ -40,8 +40,13 @@ pub fn write_sources(qk_src: &str, out_dir: &Path, arch: Arch) -> Result<Vec<Pat
 }
 
 /// [`write_sources`] with explicit options (schedule, block size, dot products).
-pub fn write_sources_with(qk_src: &str, out_dir: &Path, opts: &HipOptions) -> Result<Vec<PathBuf>, BuildError> {
-    let prog = qkc_dsl::compile("<qk source>", qk_src).map_err(|d| BuildError::Source(d.render()))?;
+pub fn write_sources_with(
+    qk_src: &str,
+    out_dir: &Path,
+    opts: &HipOptions,
+) -> Result<Vec<PathBuf>, BuildError> {
+    let prog =
+        qkc_dsl::compile("<qk source>", qk_src).map_err(|d| BuildError::Source(d.render()))?;
     if prog.kernels.is_empty() {
         return Err(BuildError::NoKernels);
     }
@@ -105,9 +110,15 @@ mod tests {
             .iter()
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(names, ["k1.hip", "k2.hip", "k1.h", "k2.h", "CMakeLists.txt"]);
+        assert_eq!(
+            names,
+            ["k1.hip", "k2.hip", "k1.h", "k2.h", "CMakeLists.txt"]
+        );
         let cm = std::fs::read_to_string(dir.join("CMakeLists.txt")).unwrap();
-        assert!(cm.contains("add_library(qkc_kernels STATIC k1.hip k2.hip)"), "{cm}");
+        assert!(
+            cm.contains("add_library(qkc_kernels STATIC k1.hip k2.hip)"),
+            "{cm}"
+        );
         assert!(cm.contains("HIP_ARCHITECTURES gfx1030"), "{cm}");
         let h = std::fs::read_to_string(dir.join("k1.h")).unwrap();
         assert!(h.contains("hipError_t k1_launch(const signed char* x, const unsigned char* w, int* y, long long M, long long K, long long N, hipStream_t stream);"), "{h}");
@@ -115,7 +126,10 @@ mod tests {
         let t0 = std::fs::metadata(&files[0]).unwrap().modified().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
         write_sources(SRC, &dir, Arch::Gfx1030).unwrap();
-        assert_eq!(std::fs::metadata(&files[0]).unwrap().modified().unwrap(), t0);
+        assert_eq!(
+            std::fs::metadata(&files[0]).unwrap().modified().unwrap(),
+            t0
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -26,7 +26,9 @@ use qkc_dsl::ir::{Dims, Kernel, Scalar};
 use qkc_dsl::layout::BUILTIN_NAMES;
 
 use super::build::write_if_changed;
-use super::{emit_module, lower_kernel, Arch, HipError, HipOptions, KernelSpec, Schedule, HIP_ON_CUDA_H};
+use super::{
+    emit_module, lower_kernel, Arch, HipError, HipOptions, KernelSpec, Schedule, HIP_ON_CUDA_H,
+};
 use crate::loop_ir::build::*;
 use crate::loop_ir::{eval, Buf, Elem, Func, Launch, LoopKind, Stmt, Ty};
 
@@ -46,7 +48,10 @@ pub enum HarnessError {
     #[error("reference interpreter: {0}")]
     Reference(String),
     #[error("loop-IR interpreter on `{kernel}`: {err}")]
-    Eval { kernel: String, err: eval::EvalError },
+    Eval {
+        kernel: String,
+        err: eval::EvalError,
+    },
 }
 
 /// The kernel of the layout × activation matrix for one layout and activation type.
@@ -94,7 +99,10 @@ pub fn qk_files(dir: &Path) -> Result<Vec<(String, String)>, HarnessError> {
         let p = e.map_err(io(dir))?.path();
         if p.extension().is_some_and(|x| x == "qk") {
             let src = std::fs::read_to_string(&p).map_err(io(&p))?;
-            let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let stem = p
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
             out.push((stem, src));
         }
     }
@@ -176,7 +184,12 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> HarnessError {
     move |source| HarnessError::Io { path, source }
 }
 
-fn write_bin(dir: &Path, name: &str, bytes: &[u8], total: &mut u64) -> Result<String, HarnessError> {
+fn write_bin(
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    total: &mut u64,
+) -> Result<String, HarnessError> {
     let p = dir.join("data").join(name);
     if std::fs::read(&p).ok().as_deref() != Some(bytes) {
         std::fs::write(&p, bytes).map_err(io_err(&p))?;
@@ -212,21 +225,39 @@ fn elem_cty(e: Elem) -> &'static str {
 
 fn out_values(e: Elem, b: &[u8]) -> Vec<f64> {
     match e {
-        Elem::I32 => b.chunks(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64).collect(),
-        Elem::F32 => b.chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64).collect(),
-        Elem::F16 => b.chunks(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f64()).collect(),
-        Elem::BF16 => b.chunks(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f64()).collect(),
+        Elem::I32 => b
+            .chunks(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+            .collect(),
+        Elem::F32 => b
+            .chunks(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+            .collect(),
+        Elem::F16 => b
+            .chunks(2)
+            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f64())
+            .collect(),
+        Elem::BF16 => b
+            .chunks(2)
+            .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f64())
+            .collect(),
         Elem::I8 | Elem::U8 => b.iter().map(|&x| x as i8 as f64).collect(),
     }
 }
 
 /// Tolerances of a float kernel's outputs (see the module docs); zero for integers.
-pub fn tolerances(k: &Kernel, dims: &Dims, inputs: &[HostBuf], reference: &[f64]) -> Result<Vec<f64>, HarnessError> {
+pub fn tolerances(
+    k: &Kernel,
+    dims: &Dims,
+    inputs: &[HostBuf],
+    reference: &[f64],
+) -> Result<Vec<f64>, HarnessError> {
     let out = k.out_ty();
     if !out.is_float() {
         return Ok(vec![0.0; reference.len()]);
     }
-    let mag = interp::magnitude(k, dims, inputs).map_err(|e| HarnessError::Reference(e.to_string()))?;
+    let mag =
+        interp::magnitude(k, dims, inputs).map_err(|e| HarnessError::Reference(e.to_string()))?;
     let kk = dims.values[k.k] as f64;
     let (u, floor) = match out {
         Scalar::F16 => (2f64.powi(-11), 2f64.powi(-24)),
@@ -260,7 +291,10 @@ pub fn convert_func(name: &str, from: Elem, to: Elem) -> Func {
         vec!["N".into()],
         Launch::Cpu,
     );
-    f.notes.push(format!("conversion test: dst[i] = {}(src[i]) through f32", to.name()));
+    f.notes.push(format!(
+        "conversion test: dst[i] = {}(src[i]) through f32",
+        to.name()
+    ));
     let i = f.var("i", Ty::I64);
     f.body.push(Stmt::For {
         var: i,
@@ -388,9 +422,15 @@ pub fn write_harness(
                 continue;
             }
             let spec = lower_kernel(k, &v.opts).with_symbol(format!("{}_{}", k.name, v.name));
-            let m = emit_module(&format!("{}_{}", v.name, k.name), std::slice::from_ref(&spec), &v.opts)?;
-            write_if_changed(&dir.join("src").join(m.source_file()), &m.source).map_err(build_err)?;
-            write_if_changed(&dir.join("src").join(m.header_file()), &m.header).map_err(build_err)?;
+            let m = emit_module(
+                &format!("{}_{}", v.name, k.name),
+                std::slice::from_ref(&spec),
+                &v.opts,
+            )?;
+            write_if_changed(&dir.join("src").join(m.source_file()), &m.source)
+                .map_err(build_err)?;
+            write_if_changed(&dir.join("src").join(m.header_file()), &m.header)
+                .map_err(build_err)?;
             headers.push(m.header_file());
             summary.modules.push(m.source_file());
             s.push(Some(spec));
@@ -411,16 +451,29 @@ pub fn write_harness(
             }
             let seed = 1000 + (ki * 100 + si) as u64;
             let inputs = random_inputs(k, &dims, seed);
-            let reference = interp::run_f64(k, &dims, &inputs).map_err(|e| HarnessError::Reference(e.to_string()))?;
+            let reference = interp::run_f64(k, &dims, &inputs)
+                .map_err(|e| HarnessError::Reference(e.to_string()))?;
             let tol = tolerances(k, &dims, &inputs, &reference)?;
             let c = cases.len();
             let mut in_paths = Vec::new();
             for (j, b) in inputs.iter().enumerate() {
-                in_paths.push(write_bin(dir, &format!("c{c}_in{j}.bin"), &b.as_bytes(), &mut total)?);
+                in_paths.push(write_bin(
+                    dir,
+                    &format!("c{c}_in{j}.bin"),
+                    &b.as_bytes(),
+                    &mut total,
+                )?);
             }
-            let ref_path = write_bin(dir, &format!("c{c}_ref.bin"), &f64_bytes(&reference), &mut total)?;
+            let ref_path = write_bin(
+                dir,
+                &format!("c{c}_ref.bin"),
+                &f64_bytes(&reference),
+                &mut total,
+            )?;
             let tol_path = write_bin(dir, &format!("c{c}_tol.bin"), &f64_bytes(&tol), &mut total)?;
-            let Some(func0) = specs.iter().find_map(|s| s[ki].as_ref()).map(|s| &s.func) else { continue };
+            let Some(func0) = specs.iter().find_map(|s| s[ki].as_ref()).map(|s| &s.func) else {
+                continue;
+            };
             let out_elem = func0.bufs[func0.output()].elem;
             // The loop-IR interpreter on every variant: lowering bugs show up here.
             let d: Vec<i64> = dims.values.iter().map(|&x| x as i64).collect();
@@ -432,9 +485,15 @@ pub fn write_harness(
                 let label = format!("{} {} [M={m},N={n},K={kk}]", k.name, v.name);
                 match eval::run(&spec.func, &mut bufs, &d) {
                     Ok(()) => {
-                        let got = out_values(out_elem, bufs.last().map(Vec::as_slice).unwrap_or(&[]));
-                        if let Some(i) = (0..got.len()).find(|&i| (got[i] - reference[i]).abs() > tol[i] || got[i].is_nan()) {
-                            summary.eval_failures.push(format!("{label}: [{i}] {} vs {} (tol {:e})", got[i], reference[i], tol[i]));
+                        let got =
+                            out_values(out_elem, bufs.last().map(Vec::as_slice).unwrap_or(&[]));
+                        if let Some(i) = (0..got.len())
+                            .find(|&i| (got[i] - reference[i]).abs() > tol[i] || got[i].is_nan())
+                        {
+                            summary.eval_failures.push(format!(
+                                "{label}: [{i}] {} vs {} (tol {:e})",
+                                got[i], reference[i], tol[i]
+                            ));
                         }
                     }
                     Err(e) => summary.eval_failures.push(format!("{label}: {e}")),
@@ -450,7 +509,10 @@ pub fn write_harness(
             cases.push(Case {
                 label: format!("{} [M={m},N={n},K={kk}]", k.name),
                 inputs: in_paths,
-                in_types: func0.bufs[..func0.output()].iter().map(|b| b.elem).collect(),
+                in_types: func0.bufs[..func0.output()]
+                    .iter()
+                    .map(|b| b.elem)
+                    .collect(),
                 out_elem,
                 out_len: reference.len(),
                 dims: dims.values.clone(),
@@ -469,16 +531,26 @@ pub fn write_harness(
         ("cvt_f32_bf16", Elem::F32, Elem::BF16),
     ];
     let conv_opts = HipOptions::new(Arch::Gfx90a);
-    let conv_specs: Vec<KernelSpec> = conv.iter().map(|&(n, a, b)| KernelSpec::from_func(convert_func(n, a, b))).collect();
+    let conv_specs: Vec<KernelSpec> = conv
+        .iter()
+        .map(|&(n, a, b)| KernelSpec::from_func(convert_func(n, a, b)))
+        .collect();
     let m = emit_module("convert", &conv_specs, &conv_opts)?;
     write_if_changed(&dir.join("src").join(m.source_file()), &m.source).map_err(build_err)?;
     write_if_changed(&dir.join("src").join(m.header_file()), &m.header).map_err(build_err)?;
     headers.push(m.header_file());
     summary.modules.push(m.source_file());
     let all16: Vec<u8> = (0..=u16::MAX).flat_map(|h| h.to_le_bytes()).collect();
-    let probe: Vec<u8> = conversion_probe_f32().iter().flat_map(|x| x.to_le_bytes()).collect();
+    let probe: Vec<u8> = conversion_probe_f32()
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
     for (spec, &(name, from, to)) in conv_specs.iter().zip(&conv) {
-        let input = if from == Elem::F32 { probe.clone() } else { all16.clone() };
+        let input = if from == Elem::F32 {
+            probe.clone()
+        } else {
+            all16.clone()
+        };
         let len = input.len() / from.bytes();
         let mut bufs = vec![input.clone(), vec![0u8; len * to.bytes()]];
         eval::run(&spec.func, &mut bufs, &[len as i64]).map_err(|err| HarnessError::Eval {
@@ -504,18 +576,26 @@ pub fn write_harness(
     }
     // Timing of the flagship kernels (no check): M=1, N=K=8192.
     let mut benches = Vec::new();
-    for k in kernels.iter().filter(|k| k.name == "gemv_w3p5" || k.name == "gemv_f16_w3p5") {
+    for k in kernels
+        .iter()
+        .filter(|k| k.name == "gemv_w3p5" || k.name == "gemv_f16_w3p5")
+    {
         let mut values = vec![0u64; k.dims.len()];
         values[k.m] = 1;
         values[k.n] = 8192;
         values[k.k] = 8192;
         let dims = Dims { values };
         for (vi, v) in variants.iter().enumerate() {
-            let Some(spec) = specs[vi].iter().flatten().find(|s| s.func.name == k.name) else { continue };
+            let Some(spec) = specs[vi].iter().flatten().find(|s| s.func.name == k.name) else {
+                continue;
+            };
             benches.push(Bench {
                 label: format!("{} {} [M=1,N=8192,K=8192]", k.name, v.name),
                 symbol: format!("{}_launch", spec.symbol),
-                in_types: spec.func.bufs[..spec.func.output()].iter().map(|b| b.elem).collect(),
+                in_types: spec.func.bufs[..spec.func.output()]
+                    .iter()
+                    .map(|b| b.elem)
+                    .collect(),
                 in_bytes: k
                     .inputs
                     .iter()
@@ -547,10 +627,16 @@ pub fn write_harness(
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).map_err(io_err(&run))?;
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755))
+            .map_err(io_err(&run))?;
     }
     let mut manifest = String::new();
-    writeln!(manifest, "kernels {}\ncases {}\nchecks {}\ndata_bytes {}", summary.kernels, summary.cases, summary.checks, total).ok();
+    writeln!(
+        manifest,
+        "kernels {}\ncases {}\nchecks {}\ndata_bytes {}",
+        summary.kernels, summary.cases, summary.checks, total
+    )
+    .ok();
     for f in &summary.eval_failures {
         writeln!(manifest, "eval_failure {f}").ok();
     }
@@ -587,7 +673,11 @@ nvcc -arch="$ARCH" obj/*.o -o harness
 "#;
 
 fn cast_ptr(e: Elem, output: bool, name: &str) -> String {
-    format!("({}{}*){name}", if output { "" } else { "const " }, elem_cty(e))
+    format!(
+        "({}{}*){name}",
+        if output { "" } else { "const " },
+        elem_cty(e)
+    )
 }
 
 fn main_cu(headers: &[String], cases: &[Case], benches: &[Bench]) -> String {
@@ -609,7 +699,11 @@ fn main_cu(headers: &[String], cases: &[Case], benches: &[Bench]) -> String {
             writeln!(s, "    DevBuf in{j} = upload(\"{p}\");").ok();
         }
         let out_bytes = c.out_len * c.out_elem.bytes();
-        writeln!(s, "    void* out = NULL;\n    CHECK(hipMalloc(&out, {out_bytes}));").ok();
+        writeln!(
+            s,
+            "    void* out = NULL;\n    CHECK(hipMalloc(&out, {out_bytes}));"
+        )
+        .ok();
         let dims: Vec<String> = c.dims.iter().map(|d| format!("{d}LL")).collect();
         let ins: Vec<String> = c
             .in_types
@@ -665,10 +759,26 @@ fn main_cu(headers: &[String], cases: &[Case], benches: &[Bench]) -> String {
             writeln!(s, "    void* in{j} = NULL;\n    CHECK(hipMalloc(&in{j}, {n}));\n    CHECK(hipMemset(in{j}, 0x11, {n}));").ok();
             ins.push(cast_ptr(t, false, &format!("in{j}")));
         }
-        writeln!(s, "    void* out = NULL;\n    CHECK(hipMalloc(&out, {}));", b.out_bytes).ok();
+        writeln!(
+            s,
+            "    void* out = NULL;\n    CHECK(hipMalloc(&out, {}));",
+            b.out_bytes
+        )
+        .ok();
         let dims: Vec<String> = b.dims.iter().map(|d| format!("{d}LL")).collect();
-        let call = format!("{}({}, {}, {}, 0)", b.symbol, ins.join(", "), cast_ptr(b.out_elem, true, "out"), dims.join(", "));
-        writeln!(s, "    time_launches(\"{}\", {}.0, [&]() {{ return {call}; }});", b.label, b.weight_bytes).ok();
+        let call = format!(
+            "{}({}, {}, {}, 0)",
+            b.symbol,
+            ins.join(", "),
+            cast_ptr(b.out_elem, true, "out"),
+            dims.join(", ")
+        );
+        writeln!(
+            s,
+            "    time_launches(\"{}\", {}.0, [&]() {{ return {call}; }});",
+            b.label, b.weight_bytes
+        )
+        .ok();
         writeln!(s, "    CHECK(hipFree(out));").ok();
         for j in 0..b.in_types.len() {
             writeln!(s, "    CHECK(hipFree(in{j}));").ok();
@@ -684,7 +794,7 @@ fn main_cu(headers: &[String], cases: &[Case], benches: &[Bench]) -> String {
         writeln!(s, "        bench_{bi}();").ok();
     }
     s.push_str(
-        "    }\n    printf(\"SUMMARY: %d checks passed, %d failed, %d rejections ok\\n\", g_pass, g_fail, g_reject_ok);\n    return g_fail ? 1 : 0;\n}\n",
+        "    }\n    printf(\"largest err/tol among passing float checks: %.3f (%s)\\n\", g_worst, g_worst_label);\n    printf(\"SUMMARY: %d checks passed, %d failed, %d rejections ok\\n\", g_pass, g_fail, g_reject_ok);\n    return g_fail ? 1 : 0;\n}\n",
     );
     s
 }
@@ -700,6 +810,8 @@ const MAIN_PRELUDE: &str = r#"
     } while (0)
 
 static int g_pass = 0, g_fail = 0, g_reject_ok = 0;
+static double g_worst = 0;
+static const char* g_worst_label = "";
 
 struct DevBuf {
     void* p;
@@ -815,6 +927,10 @@ static void finish(const char* label, hipError_t launch, void* out, size_t n, in
         ++g_fail;
     } else {
         ++g_pass;
+        if (worst > g_worst) {
+            g_worst = worst;
+            g_worst_label = label;
+        }
         printf("ok   %s (%zu values, worst err/tol %.3f)\n", label, n, worst);
     }
 }
@@ -861,7 +977,8 @@ mod tests {
         let srcs = matrix_sources();
         assert_eq!(srcs.len(), 28);
         for (name, src) in &srcs {
-            let p = qkc_dsl::compile(name, src).unwrap_or_else(|d| panic!("{name}: {}", d.render()));
+            let p =
+                qkc_dsl::compile(name, src).unwrap_or_else(|d| panic!("{name}: {}", d.render()));
             assert_eq!(&p.kernels[0].name, name);
         }
     }
@@ -877,7 +994,10 @@ mod tests {
         for (i, x) in probe.iter().enumerate() {
             let h = u16::from_le_bytes([bufs[1][2 * i], bufs[1][2 * i + 1]]);
             let want = f16::from_f32(*x).to_bits();
-            assert!(h == want || (x.is_nan() && f16::from_bits(h).is_nan()), "{x:e}: {h:#x} vs {want:#x}");
+            assert!(
+                h == want || (x.is_nan() && f16::from_bits(h).is_nan()),
+                "{x:e}: {h:#x} vs {want:#x}"
+            );
         }
     }
 }

@@ -82,7 +82,13 @@ pub enum Dot4Kind {
 
 impl Arch {
     /// Every arch, in a stable order.
-    pub const ALL: [Arch; 5] = [Arch::Gfx90a, Arch::Gfx940, Arch::Gfx942, Arch::Gfx1030, Arch::Gfx1100];
+    pub const ALL: [Arch; 5] = [
+        Arch::Gfx90a,
+        Arch::Gfx940,
+        Arch::Gfx942,
+        Arch::Gfx1030,
+        Arch::Gfx1100,
+    ];
 
     /// The `--offload-arch` name.
     pub fn name(self) -> &'static str {
@@ -251,7 +257,10 @@ impl KernelSpec {
         let mut docs = Vec::new();
         for line in k.to_string().lines() {
             let t = line.trim();
-            if t.starts_with(&format!("{}[", k.output.name)) || t.starts_with("acc ") || t.starts_with("per group") {
+            if t.starts_with(&format!("{}[", k.output.name))
+                || t.starts_with("acc ")
+                || t.starts_with("per group")
+            {
                 docs.push(t.to_string());
             }
         }
@@ -261,7 +270,13 @@ impl KernelSpec {
                 Role::Weight => "weight".to_string(),
                 Role::Scale(s) => format!("scale {s:?}"),
             };
-            docs.push(format!("{}: {}{} ({role}{})", p.tensor.name, p.tensor.ty.name(), k.shape_str(&p.tensor), elem_note(&p.tensor.ty)));
+            docs.push(format!(
+                "{}: {}{} ({role}{})",
+                p.tensor.name,
+                p.tensor.ty.name(),
+                k.shape_str(&p.tensor),
+                elem_note(&p.tensor.ty)
+            ));
         }
         docs.push(format!(
             "{}: {}{} (output{})",
@@ -287,7 +302,9 @@ impl KernelSpec {
 
 fn elem_note(t: &ElemType) -> String {
     match t {
-        ElemType::Packed { layout, .. } => format!(", packed `{layout}`, rows start on byte boundaries"),
+        ElemType::Packed { layout, .. } => {
+            format!(", packed `{layout}`, rows start on byte boundaries")
+        }
         ElemType::Scalar(qkc_dsl::ir::Scalar::F16) => ", IEEE binary16 bit patterns".into(),
         ElemType::Scalar(qkc_dsl::ir::Scalar::BF16) => ", bfloat16 bit patterns".into(),
         _ => String::new(),
@@ -316,7 +333,11 @@ impl HipModule {
 }
 
 /// Emits a module holding every kernel of `kernels`.
-pub fn emit_module(name: &str, kernels: &[KernelSpec], opts: &HipOptions) -> Result<HipModule, HipError> {
+pub fn emit_module(
+    name: &str,
+    kernels: &[KernelSpec],
+    opts: &HipOptions,
+) -> Result<HipModule, HipError> {
     if kernels.is_empty() {
         return Err(HipError::Empty(name.to_string()));
     }
@@ -393,9 +414,15 @@ pub fn is_portable(f: &Func) -> bool {
 
 /// Whether the top level of `f` has a parallel loop (the portable path's grid).
 pub fn has_parallel_loop(f: &Func) -> bool {
-    f.body
-        .iter()
-        .any(|s| matches!(s, crate::loop_ir::Stmt::For { kind: LoopKind::Parallel, .. }))
+    f.body.iter().any(|s| {
+        matches!(
+            s,
+            crate::loop_ir::Stmt::For {
+                kind: LoopKind::Parallel,
+                ..
+            }
+        )
+    })
 }
 
 #[cfg(test)]
@@ -407,7 +434,10 @@ mod tests {
         for a in Arch::ALL {
             assert_eq!(a.name().parse::<Arch>(), Ok(a));
         }
-        assert!(matches!("gfx1200".parse::<Arch>(), Err(HipError::UnknownArch(_))));
+        assert!(matches!(
+            "gfx1200".parse::<Arch>(),
+            Err(HipError::UnknownArch(_))
+        ));
     }
 
     #[test]

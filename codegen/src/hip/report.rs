@@ -41,13 +41,17 @@ pub struct KernelResources {
 pub fn parse_resource_usage(text: &str) -> Vec<KernelResources> {
     let mut out: Vec<KernelResources> = Vec::new();
     for line in text.lines() {
-        let Some(pos) = line.find("remark:") else { continue };
+        let Some(pos) = line.find("remark:") else {
+            continue;
+        };
         let rest = line[pos + "remark:".len()..].trim();
         let rest = match rest.rfind(" [-R") {
             Some(p) => &rest[..p],
             None => rest,
         };
-        let Some((key, value)) = rest.split_once(": ") else { continue };
+        let Some((key, value)) = rest.split_once(": ") else {
+            continue;
+        };
         let (key, value) = (key.trim(), value.trim());
         if key == "Function Name" {
             out.push(KernelResources {
@@ -57,7 +61,9 @@ pub fn parse_resource_usage(text: &str) -> Vec<KernelResources> {
             continue;
         }
         let Some(k) = out.last_mut() else { continue };
-        let Ok(n) = value.parse::<u32>() else { continue };
+        let Ok(n) = value.parse::<u32>() else {
+            continue;
+        };
         match key {
             "SGPRs" => k.sgprs = n,
             "VGPRs" => k.vgprs = n,
@@ -133,7 +139,9 @@ pub struct Toolchain {
 
 fn on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 fn env_dir(var: &str) -> Option<PathBuf> {
@@ -156,9 +164,9 @@ impl Toolchain {
         for v in [15, 16, 17, 18, 19, 20, 14] {
             bins.push(PathBuf::from(format!("/usr/lib/llvm-{v}/bin")));
         }
-        let llvm_bin = bins
-            .into_iter()
-            .find(|d| d.join("clang-offload-bundler").is_file() && d.join("llvm-objdump").is_file());
+        let llvm_bin = bins.into_iter().find(|d| {
+            d.join("clang-offload-bundler").is_file() && d.join("llvm-objdump").is_file()
+        });
         let mut libs: Vec<PathBuf> = Vec::new();
         libs.extend(rocm.as_ref().map(|r| r.join("amdgcn/bitcode")));
         libs.push(PathBuf::from("/opt/rocm/amdgcn/bitcode"));
@@ -218,8 +226,14 @@ fn run(cmd: &mut Command, what: &str) -> Result<std::process::Output, ReportErro
 
 /// Builds a device-library folder for `arch` when the installed one lacks its ISA
 /// library; `None` when none is needed (or none can be made).
-fn device_lib_shim(tc: &Toolchain, arch: Arch, out_dir: &Path) -> Result<Option<PathBuf>, ReportError> {
-    let Some(libs) = &tc.device_libs else { return Ok(None) };
+fn device_lib_shim(
+    tc: &Toolchain,
+    arch: Arch,
+    out_dir: &Path,
+) -> Result<Option<PathBuf>, ReportError> {
+    let Some(libs) = &tc.device_libs else {
+        return Ok(None);
+    };
     let want = format!("oclc_isa_version_{}.bc", arch.isa_code());
     if libs.join(&want).is_file() {
         return Ok(None);
@@ -236,7 +250,9 @@ fn device_lib_shim(tc: &Toolchain, arch: Arch, out_dir: &Path) -> Result<Option<
     let mut template = None;
     for e in std::fs::read_dir(libs).map_err(io(libs))? {
         let p = e.map_err(io(libs))?.path();
-        let Some(name) = p.file_name().map(|n| n.to_string_lossy().into_owned()) else { continue };
+        let Some(name) = p.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+            continue;
+        };
         if !name.ends_with(".bc") {
             continue;
         }
@@ -248,8 +264,13 @@ fn device_lib_shim(tc: &Toolchain, arch: Arch, out_dir: &Path) -> Result<Option<
             std::fs::copy(&p, &dst).map_err(io(&dst))?;
         }
     }
-    let Some(template) = template else { return Ok(None) };
-    let o = run(Command::new(&dis).arg(&template).arg("-o").arg("-"), "llvm-dis")?;
+    let Some(template) = template else {
+        return Ok(None);
+    };
+    let o = run(
+        Command::new(&dis).arg(&template).arg("-o").arg("-"),
+        "llvm-dis",
+    )?;
     if !o.status.success() {
         return Err(ReportError::Tool {
             what: "llvm-dis".into(),
@@ -263,7 +284,14 @@ fn device_lib_shim(tc: &Toolchain, arch: Arch, out_dir: &Path) -> Result<Option<
             if let Some(p) = line.find("constant i32 ") {
                 let tail = &line[p + "constant i32 ".len()..];
                 let digits = tail.chars().take_while(|c| c.is_ascii_digit()).count();
-                writeln!(ll, "{}constant i32 {}{}", &line[..p], isa_version(arch), &tail[digits..]).ok();
+                writeln!(
+                    ll,
+                    "{}constant i32 {}{}",
+                    &line[..p],
+                    isa_version(arch),
+                    &tail[digits..]
+                )
+                .ok();
                 continue;
             }
         }
@@ -272,7 +300,10 @@ fn device_lib_shim(tc: &Toolchain, arch: Arch, out_dir: &Path) -> Result<Option<
     let ll_path = shim.join(format!("oclc_isa_version_{}.ll", arch.isa_code()));
     std::fs::write(&ll_path, ll).map_err(io(&ll_path))?;
     let bc = shim.join(&want);
-    let o = run(Command::new(&asm).arg(&ll_path).arg("-o").arg(&bc), "llvm-as")?;
+    let o = run(
+        Command::new(&asm).arg(&ll_path).arg("-o").arg(&bc),
+        "llvm-as",
+    )?;
     if !o.status.success() {
         return Err(ReportError::Tool {
             what: "llvm-as".into(),
@@ -285,12 +316,20 @@ fn device_lib_shim(tc: &Toolchain, arch: Arch, out_dir: &Path) -> Result<Option<
 /// Compiles `hip` for `arch` with `hipcc --genco -O3 -Wall -Wextra` and the resource
 /// remarks; disassembles the result when the LLVM tools are there. Outputs go to
 /// `out_dir`.
-pub fn compile(tc: &Toolchain, hip: &Path, arch: Arch, out_dir: &Path) -> Result<CompileOutput, ReportError> {
+pub fn compile(
+    tc: &Toolchain,
+    hip: &Path,
+    arch: Arch,
+    out_dir: &Path,
+) -> Result<CompileOutput, ReportError> {
     std::fs::create_dir_all(out_dir).map_err(|source| ReportError::Io {
         path: out_dir.to_path_buf(),
         source,
     })?;
-    let stem = hip.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = hip
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let co = out_dir.join(format!("{stem}-{}.co", arch.name()));
     let shim = device_lib_shim(tc, arch, out_dir)?;
     let mut cmd = Command::new(&tc.hipcc);
@@ -310,10 +349,17 @@ pub fn compile(tc: &Toolchain, hip: &Path, arch: Arch, out_dir: &Path) -> Result
     let o = run(&mut cmd, "hipcc")?;
     let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
     if !o.status.success() {
-        if stderr.contains("invalid target ID") || stderr.contains("unsupported CUDA gpu architecture") {
+        if stderr.contains("invalid target ID")
+            || stderr.contains("unsupported CUDA gpu architecture")
+        {
             return Err(ReportError::ArchUnsupported {
                 arch,
-                detail: stderr.lines().find(|l| l.contains("error")).unwrap_or("").trim().to_string(),
+                detail: stderr
+                    .lines()
+                    .find(|l| l.contains("error"))
+                    .unwrap_or("")
+                    .trim()
+                    .to_string(),
             });
         }
         return Err(ReportError::Failed { arch, stderr });
@@ -345,18 +391,29 @@ pub fn compile(tc: &Toolchain, hip: &Path, arch: Arch, out_dir: &Path) -> Result
 }
 
 /// Unbundles a `--genco` code object and disassembles it for `arch`.
-pub fn disassemble(tc: &Toolchain, code_object: &Path, arch: Arch, out_dir: &Path) -> Result<String, ReportError> {
+pub fn disassemble(
+    tc: &Toolchain,
+    code_object: &Path,
+    arch: Arch,
+    out_dir: &Path,
+) -> Result<String, ReportError> {
     let bundler = tc.tool("clang-offload-bundler")?;
     let objdump = tc.tool("llvm-objdump")?;
     let elf = out_dir.join(format!(
         "{}.elf",
-        code_object.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+        code_object
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
     ));
     let o = run(
         Command::new(&bundler)
             .arg("--unbundle")
             .arg("--type=o")
-            .arg(format!("--targets=hipv4-amdgcn-amd-amdhsa--{}", arch.name()))
+            .arg(format!(
+                "--targets=hipv4-amdgcn-amd-amdhsa--{}",
+                arch.name()
+            ))
             .arg(format!("--input={}", code_object.display()))
             .arg(format!("--output={}", elf.display())),
         "clang-offload-bundler",
@@ -368,7 +425,10 @@ pub fn disassemble(tc: &Toolchain, code_object: &Path, arch: Arch, out_dir: &Pat
         });
     }
     let o = run(
-        Command::new(&objdump).arg("-d").arg(format!("--mcpu={}", arch.name())).arg(&elf),
+        Command::new(&objdump)
+            .arg("-d")
+            .arg(format!("--mcpu={}", arch.name()))
+            .arg(&elf),
         "llvm-objdump",
     )?;
     if !o.status.success() {
@@ -392,7 +452,17 @@ pub fn format_table(outputs: &[CompileOutput]) -> String {
     writeln!(
         s,
         "{:<8} {:<width$} {:>5} {:>5} {:>5} {:>6} {:>6} {:>7} {:>4} {:>5} {:>6}",
-        "arch", "kernel", "VGPR", "AGPR", "SGPR", "vspill", "sspill", "scratch", "occ", "LDS", "v_dot4"
+        "arch",
+        "kernel",
+        "VGPR",
+        "AGPR",
+        "SGPR",
+        "vspill",
+        "sspill",
+        "scratch",
+        "occ",
+        "LDS",
+        "v_dot4"
     )
     .ok();
     for o in outputs {
@@ -470,7 +540,10 @@ t.hip:9:1: remark:     VGPRs: 40 [-Rpass-analysis=kernel-resource-usage]
     #[test]
     fn counts_dot4_per_kernel() {
         let d = "\n0000000000001600 <a>:\n\tv_dot4c_i32_i8_e32 v3, v1, v2 // 1\n\ts_endpgm\n\n0000000000001700 <b>:\n\tv_add_u32 v1, v2, v3\n";
-        assert_eq!(count_per_kernel(d, "v_dot4"), vec![("a".to_string(), 1), ("b".to_string(), 0)]);
+        assert_eq!(
+            count_per_kernel(d, "v_dot4"),
+            vec![("a".to_string(), 1), ("b".to_string(), 0)]
+        );
     }
 
     #[test]

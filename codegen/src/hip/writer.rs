@@ -47,14 +47,87 @@ enum Helper {
 }
 
 const CXX_RESERVED: &[&str] = &[
-    "alignas", "alignof", "and", "asm", "auto", "bool", "break", "case", "catch", "char", "class", "const",
-    "constexpr", "continue", "decltype", "default", "delete", "do", "double", "else", "enum", "explicit",
-    "export", "extern", "false", "float", "for", "friend", "goto", "if", "inline", "int", "long", "mutable",
-    "namespace", "new", "noexcept", "not", "nullptr", "operator", "or", "private", "protected", "public",
-    "register", "return", "short", "signed", "sizeof", "static", "struct", "switch", "template", "this",
-    "throw", "true", "try", "typedef", "typeid", "typename", "union", "unsigned", "using", "virtual", "void",
-    "volatile", "while", "xor", "threadIdx", "blockIdx", "blockDim", "gridDim", "warpSize", "stream", "dim3",
-    "min", "max", "fminf", "fmaxf", "main", "uint4",
+    "alignas",
+    "alignof",
+    "and",
+    "asm",
+    "auto",
+    "bool",
+    "break",
+    "case",
+    "catch",
+    "char",
+    "class",
+    "const",
+    "constexpr",
+    "continue",
+    "decltype",
+    "default",
+    "delete",
+    "do",
+    "double",
+    "else",
+    "enum",
+    "explicit",
+    "export",
+    "extern",
+    "false",
+    "float",
+    "for",
+    "friend",
+    "goto",
+    "if",
+    "inline",
+    "int",
+    "long",
+    "mutable",
+    "namespace",
+    "new",
+    "noexcept",
+    "not",
+    "nullptr",
+    "operator",
+    "or",
+    "private",
+    "protected",
+    "public",
+    "register",
+    "return",
+    "short",
+    "signed",
+    "sizeof",
+    "static",
+    "struct",
+    "switch",
+    "template",
+    "this",
+    "throw",
+    "true",
+    "try",
+    "typedef",
+    "typeid",
+    "typename",
+    "union",
+    "unsigned",
+    "using",
+    "virtual",
+    "void",
+    "volatile",
+    "while",
+    "xor",
+    "threadIdx",
+    "blockIdx",
+    "blockDim",
+    "gridDim",
+    "warpSize",
+    "stream",
+    "dim3",
+    "min",
+    "max",
+    "fminf",
+    "fmaxf",
+    "main",
+    "uint4",
 ];
 
 pub(crate) fn is_c_ident(s: &str) -> bool {
@@ -184,7 +257,11 @@ fn f32_lit(x: f32) -> String {
         }
     } else {
         let s = format!("{x:?}");
-        let s = if s.contains('.') || s.contains('e') { s } else { format!("{s}.0") };
+        let s = if s.contains('.') || s.contains('e') {
+            s
+        } else {
+            format!("{s}.0")
+        };
         if x.is_sign_negative() {
             format!("({s}f)")
         } else {
@@ -226,7 +303,9 @@ impl Scan {
             Expr::Load { index, .. } => self.expr(index, path),
             Expr::LoadBytes { offset, .. } => self.expr(offset, path),
             Expr::Bfe { value, .. } => self.expr(value, path),
-            Expr::DotRun { index, codes, acc, .. } => {
+            Expr::DotRun {
+                index, codes, acc, ..
+            } => {
                 self.expr(index, path);
                 for c in codes {
                     self.expr(&Expr::Var(*c), path);
@@ -259,7 +338,11 @@ impl Scan {
                     self.assigned.insert(*v);
                 }
                 Stmt::For {
-                    var, start, end, body, ..
+                    var,
+                    start,
+                    end,
+                    body,
+                    ..
                 } => {
                     self.expr(start, path);
                     self.expr(end, path);
@@ -341,12 +424,22 @@ struct FnWriter<'a> {
 type R<T> = Result<T, HipError>;
 
 impl<'a> FnWriter<'a> {
-    fn new(spec: &'a KernelSpec, opts: &'a HipOptions, helpers: &'a mut BTreeSet<Helper>) -> FnWriter<'a> {
+    fn new(
+        spec: &'a KernelSpec,
+        opts: &'a HipOptions,
+        helpers: &'a mut BTreeSet<Helper>,
+    ) -> FnWriter<'a> {
         let f = &spec.func;
         let mut taken: HashSet<String> = HashSet::new();
         taken.insert(spec.symbol.clone());
         let mut unique = |n: &str| {
-            let mut s = if is_c_ident(n) { n.to_string() } else { n.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect() };
+            let mut s = if is_c_ident(n) {
+                n.to_string()
+            } else {
+                n.chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                    .collect()
+            };
             if s.is_empty() || s.as_bytes()[0].is_ascii_digit() {
                 s.insert(0, '_');
             }
@@ -363,7 +456,11 @@ impl<'a> FnWriter<'a> {
             .iter()
             .enumerate()
             .map(|(i, v)| {
-                let clean: String = v.name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+                let clean: String = v
+                    .name
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                    .collect();
                 format!("v{i}_{clean}")
             })
             .collect();
@@ -421,7 +518,9 @@ impl<'a> FnWriter<'a> {
             Expr::Var(v) => self.f.var_ty(*v) == Ty::I64,
             Expr::Dim(_) => true,
             Expr::Cast(t, _) => *t == Ty::I64,
-            Expr::Bin(_, a, b) => self.f.ty(a) == Ty::I64 && (self.wide(a) || self.wide(b) || self.is_call_op(e)),
+            Expr::Bin(_, a, b) => {
+                self.f.ty(a) == Ty::I64 && (self.wide(a) || self.wide(b) || self.is_call_op(e))
+            }
             Expr::Select(_, a, b) => self.wide(a) || self.wide(b),
             Expr::LoadBytes { bytes, .. } => *bytes > 4,
             Expr::Bfe { value, .. } => self.f.ty(value) == Ty::I64,
@@ -434,7 +533,11 @@ impl<'a> FnWriter<'a> {
     fn is_call_op(&self, e: &Expr) -> bool {
         matches!(
             e,
-            Expr::Bin(BinOp::Min | BinOp::Max | BinOp::Shl | BinOp::Sar | BinOp::Shr, _, _)
+            Expr::Bin(
+                BinOp::Min | BinOp::Max | BinOp::Shl | BinOp::Sar | BinOp::Shr,
+                _,
+                _
+            )
         )
     }
 
@@ -472,7 +575,11 @@ impl<'a> FnWriter<'a> {
             }
             Expr::Select(c, a, b) => {
                 let c = self.cond(c)?;
-                format!("({c} ? {} : {})", self.expr(a, plain)?, self.expr(b, plain)?)
+                format!(
+                    "({c} ? {} : {})",
+                    self.expr(a, plain)?,
+                    self.expr(b, plain)?
+                )
             }
             Expr::Cast(t, a) => {
                 let from = self.f.ty(a);
@@ -490,7 +597,11 @@ impl<'a> FnWriter<'a> {
                 }
                 self.use_helper(Helper::LoadBytes);
                 let off = self.expr(offset, true)?;
-                let call = format!("qk_load_bytes<{bytes}>({}, {})", self.bufs[*buf], strip(&off));
+                let call = format!(
+                    "qk_load_bytes<{bytes}>({}, {})",
+                    self.bufs[*buf],
+                    strip(&off)
+                );
                 if *bytes > 4 {
                     format!("(long long){call}")
                 } else {
@@ -506,7 +617,11 @@ impl<'a> FnWriter<'a> {
                 let t = self.f.ty(value);
                 let bits = if t == Ty::I64 { 64 } else { 32 };
                 if *len == 0 || *pos as u32 + *len as u32 > bits || t == Ty::F32 {
-                    return self.unsupported(format!("bit-field extract of bits {pos}..{} of a {}", pos + len, t.name()));
+                    return self.unsupported(format!(
+                        "bit-field extract of bits {pos}..{} of a {}",
+                        pos + len,
+                        t.name()
+                    ));
                 }
                 let h = match (t, signed) {
                     (Ty::I64, true) => Helper::SbfeI64,
@@ -523,12 +638,21 @@ impl<'a> FnWriter<'a> {
                     strip(&v)
                 )
             }
-            Expr::DotRun { buf, index, codes, acc } => {
+            Expr::DotRun {
+                buf,
+                index,
+                codes,
+                acc,
+            } => {
                 let t = self.f.ty(acc);
                 let idx = self.expr(index, true)?;
                 let mut s = format!("({}", strip(&self.expr(acc, plain)?));
                 for (j, c) in codes.iter().enumerate() {
-                    let a = self.load(*buf, &Expr::Int(0, Ty::I64), &format!("{} + {j}", strip(&idx)))?;
+                    let a = self.load(
+                        *buf,
+                        &Expr::Int(0, Ty::I64),
+                        &format!("{} + {j}", strip(&idx)),
+                    )?;
                     let a = self.convert(a, self.f.bufs[*buf].elem.reg(), t);
                     let c = self.convert(self.var(*c).to_string(), Ty::I32, t);
                     write!(s, " + {a} * {c}").ok();
@@ -538,7 +662,11 @@ impl<'a> FnWriter<'a> {
             }
             Expr::Dot4 { a, b, acc } => {
                 self.use_helper(Helper::Dot4);
-                let (a, b, acc) = (self.expr(a, true)?, self.expr(b, true)?, self.expr(acc, true)?);
+                let (a, b, acc) = (
+                    self.expr(a, true)?,
+                    self.expr(b, true)?,
+                    self.expr(acc, true)?,
+                );
                 format!("qk_dot4({}, {}, {})", strip(&a), strip(&b), strip(&acc))
             }
         })
@@ -621,7 +749,11 @@ impl<'a> FnWriter<'a> {
                 _ => this.expr(e, plain),
             }
         };
-        Ok(format!("({} {sym} {})", operand(self, a, pa)?, operand(self, b, pb)?))
+        Ok(format!(
+            "({} {sym} {})",
+            operand(self, a, pa)?,
+            operand(self, b, pb)?
+        ))
     }
 
     /// Whether code variable `c` certainly fits a signed byte (for `v_dot4`).
@@ -637,8 +769,12 @@ impl<'a> FnWriter<'a> {
             return false;
         }
         match e {
-            Expr::Bfe { len, signed: true, .. } => *len <= 8,
-            Expr::Bfe { len, signed: false, .. } => *len <= 7,
+            Expr::Bfe {
+                len, signed: true, ..
+            } => *len <= 8,
+            Expr::Bfe {
+                len, signed: false, ..
+            } => *len <= 7,
             _ => false,
         }
     }
@@ -647,7 +783,13 @@ impl<'a> FnWriter<'a> {
     /// when the accumulator is `i32`, the activations `i8` and the codes fit a byte.
     /// Returns false when the general expression form must be used.
     fn dot_run_stmt(&mut self, target: Var, declare: bool, e: &Expr) -> R<bool> {
-        let Expr::DotRun { buf, index, codes, acc } = e else {
+        let Expr::DotRun {
+            buf,
+            index,
+            codes,
+            acc,
+        } = e
+        else {
             return Ok(false);
         };
         let t = self.f.ty(acc);
@@ -680,7 +822,12 @@ impl<'a> FnWriter<'a> {
             // The index may read `target`: take the pointer first.
             self.line("{");
             self.depth += 1;
-            self.line(&format!("const {}* {ptr} = {} + ({});", elem_cty(elem), self.bufs[*buf], strip(&idx)));
+            self.line(&format!(
+                "const {}* {ptr} = {} + ({});",
+                elem_cty(elem),
+                self.bufs[*buf],
+                strip(&idx)
+            ));
             self.line(&format!("{name} = {};", strip(&acc_text)));
             self.dot_terms(&name, &ptr, *buf, codes, t, dot4)?;
             self.depth -= 1;
@@ -689,24 +836,42 @@ impl<'a> FnWriter<'a> {
         }
         self.line("{");
         self.depth += 1;
-        self.line(&format!("const {}* {ptr} = {} + ({});", elem_cty(elem), self.bufs[*buf], strip(&idx)));
+        self.line(&format!(
+            "const {}* {ptr} = {} + ({});",
+            elem_cty(elem),
+            self.bufs[*buf],
+            strip(&idx)
+        ));
         self.dot_terms(&name, &ptr, *buf, codes, t, dot4)?;
         self.depth -= 1;
         self.line("}");
         Ok(true)
     }
 
-    fn dot_terms(&mut self, name: &str, ptr: &str, buf: usize, codes: &[Var], t: Ty, dot4: bool) -> R<()> {
+    fn dot_terms(
+        &mut self,
+        name: &str,
+        ptr: &str,
+        buf: usize,
+        codes: &[Var],
+        t: Ty,
+        dot4: bool,
+    ) -> R<()> {
         let mut j = 0;
         let mut scalar = Vec::new();
         while j < codes.len() {
-            let quad = j + 4 <= codes.len() && codes[j..j + 4].iter().all(|&c| self.code_fits_i8(c));
+            let quad =
+                j + 4 <= codes.len() && codes[j..j + 4].iter().all(|&c| self.code_fits_i8(c));
             if dot4 && quad {
                 self.use_helper(Helper::Dot4);
                 self.use_helper(Helper::LoadI8x4);
                 self.use_helper(Helper::PackI8x4);
                 let c: Vec<&str> = codes[j..j + 4].iter().map(|&c| self.var(c)).collect();
-                let off = if j == 0 { ptr.to_string() } else { format!("{ptr} + {j}") };
+                let off = if j == 0 {
+                    ptr.to_string()
+                } else {
+                    format!("{ptr} + {j}")
+                };
                 self.line(&format!(
                     "{name} = qk_dot4(qk_load_i8x4({off}), qk_pack_i8x4({}), {name});",
                     c.join(", ")
@@ -758,6 +923,14 @@ impl<'a> FnWriter<'a> {
         let name = self.var(v).to_string();
         if self.hoisted.contains(&v) {
             self.line(&format!("{name} = {value};"));
+        } else if self.scan.reads.get(&v).copied().unwrap_or(0) == 0
+            && !self.scan.assigned.contains(&v)
+        {
+            // A pure definition nobody reads: kept as a comment (no unused-variable warnings).
+            self.line(&format!(
+                "// never read: {} {name} = {value};",
+                cty(self.f.var_ty(v))
+            ));
         } else {
             self.line(&format!("{} {name} = {value};", cty(self.f.var_ty(v))));
             if self.scan.reads.get(&v).copied().unwrap_or(0) == 0 {
@@ -788,7 +961,10 @@ impl<'a> FnWriter<'a> {
     fn stmt(&mut self, s: &Stmt) -> R<()> {
         match s {
             Stmt::Let(v, e) => {
-                if matches!(e, Expr::DotRun { .. }) && !self.hoisted.contains(v) && self.dot_run_stmt(*v, true, e)? {
+                if matches!(e, Expr::DotRun { .. })
+                    && !self.hoisted.contains(v)
+                    && self.dot_run_stmt(*v, true, e)?
+                {
                     return Ok(());
                 }
                 let plain = true;
@@ -829,13 +1005,22 @@ impl<'a> FnWriter<'a> {
                     self.line(&format!("const long long {t} = {};", strip(&end_text)));
                     t
                 };
-                let inc = if *step == 1 { format!("++{name}") } else { format!("{name} += {step}") };
+                let inc = if *step == 1 {
+                    format!("++{name}")
+                } else {
+                    format!("{name} += {step}")
+                };
                 match kind {
                     LoopKind::Unroll => self.line("#pragma unroll"),
-                    LoopKind::Parallel => self.line("// parallel loop (not outermost: runs serially in each thread)"),
+                    LoopKind::Parallel => {
+                        self.line("// parallel loop (not outermost: runs serially in each thread)")
+                    }
                     LoopKind::Serial => {}
                 }
-                self.line(&format!("for ({decl} = {}; {name} < {end_c}; {inc}) {{", strip(&start)));
+                self.line(&format!(
+                    "for ({decl} = {}; {name} < {end_c}; {inc}) {{",
+                    strip(&start)
+                ));
                 self.depth += 1;
                 self.stmts(body)?;
                 self.depth -= 1;
@@ -915,7 +1100,10 @@ impl<'a> FnWriter<'a> {
             let t = self.f.var_ty(v);
             let zero = if t == Ty::F32 { "0.0f" } else { "0" };
             let name = self.var(v).to_string();
-            self.line(&format!("{} {name} = {zero}; // used across blocks", cty(t)));
+            self.line(&format!(
+                "{} {name} = {zero}; // used across blocks",
+                cty(t)
+            ));
         }
     }
 
@@ -950,7 +1138,9 @@ impl<'a> FnWriter<'a> {
         fn stmts(ss: &[Stmt], d: usize) -> bool {
             ss.iter().any(|s| match s {
                 Stmt::Let(_, e) | Stmt::Set(_, e) => expr(e, d),
-                Stmt::For { start, end, body, .. } => expr(start, d) || expr(end, d) || stmts(body, d),
+                Stmt::For {
+                    start, end, body, ..
+                } => expr(start, d) || expr(end, d) || stmts(body, d),
                 Stmt::If { cond, then } => expr(cond, d) || stmts(then, d),
                 Stmt::Store { index, value, .. } => expr(index, d) || expr(value, d),
                 Stmt::LoadVec4 { offset, .. } => expr(offset, d),
@@ -965,8 +1155,12 @@ impl<'a> FnWriter<'a> {
             match e {
                 Expr::Load { buf, index } => *buf == b || expr(index, b),
                 Expr::LoadBytes { buf, offset, .. } => *buf == b || expr(offset, b),
-                Expr::DotRun { buf, index, acc, .. } => *buf == b || expr(index, b) || expr(acc, b),
-                Expr::Int(..) | Expr::F32(_) | Expr::Var(_) | Expr::Special(_) | Expr::Dim(_) => false,
+                Expr::DotRun {
+                    buf, index, acc, ..
+                } => *buf == b || expr(index, b) || expr(acc, b),
+                Expr::Int(..) | Expr::F32(_) | Expr::Var(_) | Expr::Special(_) | Expr::Dim(_) => {
+                    false
+                }
                 Expr::Bin(_, x, y) | Expr::Cmp(_, x, y) => expr(x, b) || expr(y, b),
                 Expr::Select(c, x, y) => expr(c, b) || expr(x, b) || expr(y, b),
                 Expr::Cast(_, x) => expr(x, b),
@@ -977,7 +1171,9 @@ impl<'a> FnWriter<'a> {
         fn stmts(ss: &[Stmt], b: usize) -> bool {
             ss.iter().any(|s| match s {
                 Stmt::Let(_, e) | Stmt::Set(_, e) => expr(e, b),
-                Stmt::For { start, end, body, .. } => expr(start, b) || expr(end, b) || stmts(body, b),
+                Stmt::For {
+                    start, end, body, ..
+                } => expr(start, b) || expr(end, b) || stmts(body, b),
                 Stmt::If { cond, then } => expr(cond, b) || stmts(then, b),
                 Stmt::Store { buf, index, value } => *buf == b || expr(index, b) || expr(value, b),
                 Stmt::LoadVec4 { buf, offset, .. } => *buf == b || expr(offset, b),
@@ -1025,11 +1221,20 @@ impl<'a> FnWriter<'a> {
         let par: Vec<usize> = body
             .iter()
             .enumerate()
-            .filter(|(_, s)| matches!(s, Stmt::For { kind: LoopKind::Parallel, .. }))
+            .filter(|(_, s)| {
+                matches!(
+                    s,
+                    Stmt::For {
+                        kind: LoopKind::Parallel,
+                        ..
+                    }
+                )
+            })
             .map(|(i, _)| i)
             .collect();
         if par.len() > 1 {
-            return self.unsupported("more than one top-level parallel loop (no grid-wide barrier)");
+            return self
+                .unsupported("more than one top-level parallel loop (no grid-wide barrier)");
         }
         let Some(&pi) = par.first() else {
             self.line("// no parallel loop: the whole function runs on one thread");
@@ -1076,7 +1281,11 @@ impl<'a> FnWriter<'a> {
             self.f.var_name(*var),
             strip(&s),
             strip(&e),
-            if *step == 1 { String::new() } else { format!(" step {step}") }
+            if *step == 1 {
+                String::new()
+            } else {
+                format!(" step {step}")
+            }
         ));
         self.line("const long long qk_tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;");
         self.line("const long long qk_nthreads = (long long)gridDim.x * blockDim.x;");
@@ -1086,7 +1295,9 @@ impl<'a> FnWriter<'a> {
             ("0", k) => (format!("qk_tid * {k}"), format!("qk_nthreads * {k}")),
             (st, k) => (format!("{st} + qk_tid * {k}"), format!("qk_nthreads * {k}")),
         };
-        self.line(&format!("for ({decl} = {first}; {name} < {end_c}; {name} += {inc}) {{"));
+        self.line(&format!(
+            "for ({decl} = {first}; {name} < {end_c}; {name} += {inc}) {{"
+        ));
         self.depth += 1;
         self.stmts(inner)?;
         self.depth -= 1;
@@ -1130,7 +1341,12 @@ impl<'a> FnWriter<'a> {
                 };
                 format!("({} {sym} {})", self.host(a)?, self.host(b)?)
             }
-            Expr::Select(c, a, b) => format!("({} ? {} : {})", self.host(c)?, self.host(a)?, self.host(b)?),
+            Expr::Select(c, a, b) => format!(
+                "({} ? {} : {})",
+                self.host(c)?,
+                self.host(a)?,
+                self.host(b)?
+            ),
             Expr::Cast(t, a) if *t != Ty::F32 && self.f.ty(a) != Ty::F32 => {
                 format!("({}){}", cty(*t), self.host(a)?)
             }
@@ -1142,12 +1358,26 @@ impl<'a> FnWriter<'a> {
         let sym = self.spec.symbol.clone();
         let mut w = String::new();
         let params = self.params(false);
-        writeln!(w, "extern \"C\" hipError_t {sym}_launch({}, hipStream_t stream)", params.join(", ")).ok();
+        writeln!(
+            w,
+            "extern \"C\" hipError_t {sym}_launch({}, hipStream_t stream)",
+            params.join(", ")
+        )
+        .ok();
         w.push_str("{\n");
         w.push_str("    // Dimensions must lie in 1..=bound: the proofs above assume it.\n");
         for (i, d) in self.dims.iter().enumerate() {
-            let max = self.spec.dim_max.get(i).copied().unwrap_or(qkc_dsl::ir::DIM_MAX_DEFAULT);
-            writeln!(w, "    if ({d} < 1 || {d} > {max}LL) return hipErrorInvalidValue;").ok();
+            let max = self
+                .spec
+                .dim_max
+                .get(i)
+                .copied()
+                .unwrap_or(qkc_dsl::ir::DIM_MAX_DEFAULT);
+            writeln!(
+                w,
+                "    if ({d} < 1 || {d} > {max}LL) return hipErrorInvalidValue;"
+            )
+            .ok();
         }
         let args: Vec<String> = self.bufs.iter().chain(self.dims.iter()).cloned().collect();
         let args = args.join(", ");
@@ -1179,7 +1409,12 @@ impl<'a> FnWriter<'a> {
                         let trips = trips.replace(" - 0LL", "");
                         writeln!(w, "    const long long qk_trips = {trips}; // iterations of the parallel loop").ok();
                         w.push_str("    if (qk_trips <= 0) return hipSuccess;\n");
-                        writeln!(w, "    long long qk_blocks = (qk_trips + {}) / {block};", block - 1).ok();
+                        writeln!(
+                            w,
+                            "    long long qk_blocks = (qk_trips + {}) / {block};",
+                            block - 1
+                        )
+                        .ok();
                         writeln!(w, "    if (qk_blocks > {max}) qk_blocks = {max}; // threads stride over the rest").ok();
                     }
                     _ => {
@@ -1193,7 +1428,11 @@ impl<'a> FnWriter<'a> {
                 .ok();
             }
             LaunchPlan::Single => {
-                writeln!(w, "    hipLaunchKernelGGL({sym}, dim3(1), dim3(1), 0, stream, {args});").ok();
+                writeln!(
+                    w,
+                    "    hipLaunchKernelGGL({sym}, dim3(1), dim3(1), 0, stream, {args});"
+                )
+                .ok();
             }
         }
         w.push_str("    return hipGetLastError();\n}\n");
@@ -1202,19 +1441,29 @@ impl<'a> FnWriter<'a> {
 
     fn header_decl(&self) -> String {
         let mut h = String::new();
-        writeln!(h, "/* {}: {}", self.spec.symbol, self.f.name).ok();
+        if self.spec.symbol == self.f.name {
+            writeln!(h, "/* {}", self.spec.symbol).ok();
+        } else {
+            writeln!(h, "/* {} (kernel {})", self.spec.symbol, self.f.name).ok();
+        }
         for d in &self.spec.docs {
             writeln!(h, " *   {d}").ok();
         }
+        let bounds: Vec<String> = self
+            .dims
+            .iter()
+            .zip(&self.spec.dim_max)
+            .map(|(d, m)| format!("{d} <= {m}"))
+            .collect();
         writeln!(
             h,
-            " * Pointers are device memory; dims are {}. Returns hipErrorInvalidValue (nothing\n * launched) when a dimension is outside 1..=its bound, else the launch status.\n */",
-            self.dims
-                .iter()
-                .zip(&self.spec.dim_max)
-                .map(|(d, m)| format!("{d} <= {m}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            " * Pointers are device memory. Dims: {}.",
+            bounds.join(", ")
+        )
+        .ok();
+        writeln!(
+            h,
+            " * Returns hipErrorInvalidValue (nothing launched) when a dimension is outside\n * 1..=its bound, else the launch status.\n */"
         )
         .ok();
         writeln!(
@@ -1260,7 +1509,11 @@ enum LaunchPlan {
 }
 
 /// Writes a module: `(source, header)`.
-pub(crate) fn write_module(name: &str, kernels: &[KernelSpec], opts: &HipOptions) -> Result<(String, String), HipError> {
+pub(crate) fn write_module(
+    name: &str,
+    kernels: &[KernelSpec],
+    opts: &HipOptions,
+) -> Result<(String, String), HipError> {
     let mut helpers = BTreeSet::new();
     let mut bodies = String::new();
     let mut notes = String::new();
@@ -1270,7 +1523,12 @@ pub(crate) fn write_module(name: &str, kernels: &[KernelSpec], opts: &HipOptions
         let plan = w.kernel()?;
         let wrapper = w.wrapper(&plan)?;
         let f = &spec.func;
-        writeln!(notes, "//\n// Kernel `{}` (host API: {}_launch in {name}.h):", spec.symbol, spec.symbol).ok();
+        writeln!(
+            notes,
+            "//\n// Kernel `{}` (host API: {}_launch in {name}.h):",
+            spec.symbol, spec.symbol
+        )
+        .ok();
         for n in &f.notes {
             writeln!(notes, "//   {n}").ok();
         }
@@ -1279,9 +1537,18 @@ pub(crate) fn write_module(name: &str, kernels: &[KernelSpec], opts: &HipOptions
             Launch::Gpu { block, .. } => *block,
             Launch::Cpu => opts.block,
         };
-        let bounds = if matches!(plan, LaunchPlan::Single) { 1 } else { bounds };
+        let bounds = if matches!(plan, LaunchPlan::Single) {
+            1
+        } else {
+            bounds
+        };
         writeln!(bodies, "// ---- kernel {} ----\n", spec.symbol).ok();
-        writeln!(bodies, "extern \"C\" __global__ void __launch_bounds__({bounds}) {}(", spec.symbol).ok();
+        writeln!(
+            bodies,
+            "extern \"C\" __global__ void __launch_bounds__({bounds}) {}(",
+            spec.symbol
+        )
+        .ok();
         let ps = w.params(true);
         let n = ps.len();
         for (i, p) in ps.iter().enumerate() {
@@ -1315,7 +1582,9 @@ pub(crate) fn write_module(name: &str, kernels: &[KernelSpec], opts: &HipOptions
          // widening and round-to-nearest-even narrowing.\n\n#include <hip/hip_runtime.h>\n\n",
     );
     if !helpers.is_empty() {
-        src.push_str("// ---- helpers: loop-IR operations without a one-token C++ spelling ----\n\n");
+        src.push_str(
+            "// ---- helpers: loop-IR operations without a one-token C++ spelling ----\n\n",
+        );
         for h in &helpers {
             src.push_str(&helper_text(*h, opts.dot4()));
             src.push('\n');
@@ -1330,7 +1599,11 @@ pub(crate) fn write_module(name: &str, kernels: &[KernelSpec], opts: &HipOptions
         env!("CARGO_PKG_VERSION")
     )
     .ok();
-    writeln!(hdr, "#ifndef {guard}\n#define {guard}\n\n#include <hip/hip_runtime_api.h>\n").ok();
+    writeln!(
+        hdr,
+        "#ifndef {guard}\n#define {guard}\n\n#include <hip/hip_runtime_api.h>\n"
+    )
+    .ok();
     hdr.push_str("#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n");
     hdr.push_str(&decls);
     hdr.push_str("#ifdef __cplusplus\n}\n#endif\n\n");

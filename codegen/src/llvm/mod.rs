@@ -43,8 +43,8 @@ use inkwell::OptimizationLevel;
 use crate::loop_ir::{Elem, Func, Launch};
 
 pub use targets::{
-    find_lld, gpu_from_cpu, link_hsaco, parse_amdgpu_resources, which, AmdgpuArch, AmdgpuResources, HostCpu,
-    LlvmTarget, NvptxArch, DEFAULT_BLOCK,
+    find_lld, gpu_from_cpu, link_hsaco, parse_amdgpu_resources, which, AmdgpuArch, AmdgpuResources,
+    HostCpu, LlvmTarget, NvptxArch, DEFAULT_BLOCK,
 };
 
 use targets::{target_machine, Dot4Impl, Flavor, Lowering};
@@ -189,7 +189,9 @@ fn prepare_module(module: &Module<'_>, tm: &TargetMachine) {
 }
 
 fn verify(module: &Module<'_>) -> Result<(), LlvmError> {
-    module.verify().map_err(|e| LlvmError::Verify(e.to_string()))
+    module
+        .verify()
+        .map_err(|e| LlvmError::Verify(e.to_string()))
 }
 
 fn host_lowering(opts: &JitOptions) -> Lowering {
@@ -234,7 +236,9 @@ pub fn compile_cpu(f: &Func, opts: &JitOptions) -> Result<CpuJit, LlvmError> {
     if opts.keep_text {
         text.optimized_ir = module.print_to_string().to_string();
         let copy = module.clone();
-        let asm = tm.write_to_memory_buffer(&copy, FileType::Assembly).map_err(llvm_err)?;
+        let asm = tm
+            .write_to_memory_buffer(&copy, FileType::Assembly)
+            .map_err(llvm_err)?;
         text.asm = String::from_utf8_lossy(asm.as_slice()).into_owned();
     }
     let engine = module
@@ -319,11 +323,18 @@ impl CpuJit {
     /// # Safety
     ///
     /// As for [`CpuJit::call`].
-    pub unsafe fn parallel_trips(&self, bufs: &[*mut u8], lens: &[i64], dims: &[i64]) -> Result<Option<i64>, LlvmError> {
+    pub unsafe fn parallel_trips(
+        &self,
+        bufs: &[*mut u8],
+        lens: &[i64],
+        dims: &[i64],
+    ) -> Result<Option<i64>, LlvmError> {
         self.check_call(bufs, lens, dims)?;
         match self.trips {
             // SAFETY: forwarded to the caller.
-            Some(t) => Ok(Some(unsafe { t(bufs.as_ptr(), lens.as_ptr(), dims.as_ptr(), 0, 0) })),
+            Some(t) => Ok(Some(unsafe {
+                t(bufs.as_ptr(), lens.as_ptr(), dims.as_ptr(), 0, 0)
+            })),
             None => Ok(None),
         }
     }
@@ -339,14 +350,26 @@ impl CpuJit {
     /// kernel's shapes before calling). Input buffers are never written. Concurrent
     /// calls must write disjoint parts of the output, which holds for disjoint
     /// `n_lo..n_hi` ranges of a lowered kernel.
-    pub unsafe fn call(&self, bufs: &[*mut u8], lens: &[i64], dims: &[i64], n_lo: i64, n_hi: i64) -> Result<(), LlvmError> {
+    pub unsafe fn call(
+        &self,
+        bufs: &[*mut u8],
+        lens: &[i64],
+        dims: &[i64],
+        n_lo: i64,
+        n_hi: i64,
+    ) -> Result<(), LlvmError> {
         self.check_call(bufs, lens, dims)?;
         // SAFETY: forwarded to the caller; the arrays have the lengths the code reads.
-        let status = unsafe { (self.entry)(bufs.as_ptr(), lens.as_ptr(), dims.as_ptr(), n_lo, n_hi) };
+        let status =
+            unsafe { (self.entry)(bufs.as_ptr(), lens.as_ptr(), dims.as_ptr(), n_lo, n_hi) };
         match status as u64 {
             translate::STATUS_OK => Ok(()),
-            translate::STATUS_DIV_BY_ZERO => Err(LlvmError::DivByZero { func: self.name.clone() }),
-            translate::STATUS_OUT_OF_BOUNDS => Err(LlvmError::OutOfBounds { func: self.name.clone() }),
+            translate::STATUS_DIV_BY_ZERO => Err(LlvmError::DivByZero {
+                func: self.name.clone(),
+            }),
+            translate::STATUS_OUT_OF_BOUNDS => Err(LlvmError::OutOfBounds {
+                func: self.name.clone(),
+            }),
             _ => Err(LlvmError::Status {
                 func: self.name.clone(),
                 status,
@@ -386,7 +409,10 @@ pub fn emit_ir(f: &Func, target: LlvmTarget, optimized: bool) -> Result<String, 
 }
 
 /// Compiles a GPU function: the optimized module, its assembly and (AMDGPU) object.
-fn compile_gpu(f: &Func, target: LlvmTarget) -> Result<(Func, Listings, Option<Vec<u8>>), LlvmError> {
+fn compile_gpu(
+    f: &Func,
+    target: LlvmTarget,
+) -> Result<(Func, Listings, Option<Vec<u8>>), LlvmError> {
     let g = gpu_func(f)?;
     let tm = target_machine(target)?;
     let context = Context::create();
@@ -402,7 +428,9 @@ fn compile_gpu(f: &Func, target: LlvmTarget) -> Result<(Func, Listings, Option<V
     text.optimized_ir = module.print_to_string().to_string();
     // Code generation rewrites the module, so each output gets its own copy.
     let copy = module.clone();
-    let asm = tm.write_to_memory_buffer(&copy, FileType::Assembly).map_err(llvm_err)?;
+    let asm = tm
+        .write_to_memory_buffer(&copy, FileType::Assembly)
+        .map_err(llvm_err)?;
     text.asm = String::from_utf8_lossy(asm.as_slice()).into_owned();
     let object = match target {
         LlvmTarget::Amdgpu(_) => Some(
@@ -439,7 +467,11 @@ pub fn compile_amdgpu(f: &Func, arch: AmdgpuArch) -> Result<AmdgpuCode, LlvmErro
     let object = object.ok_or_else(|| LlvmError::Llvm("no object emitted".into()))?;
     let kernel = translate::symbol(&g.name);
     let hsaco = match find_lld() {
-        Some(lld) => Some(link_hsaco(&lld, &object, &format!("{kernel}-{}", arch.name()))?),
+        Some(lld) => Some(link_hsaco(
+            &lld,
+            &object,
+            &format!("{kernel}-{}", arch.name()),
+        )?),
         None => None,
     };
     let resources = parse_amdgpu_resources(&text.asm);

@@ -11,7 +11,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
-use inkwell::targets::{CodeModel, InitializationConfig, RelocMode, Target, TargetMachine, TargetTriple};
+use inkwell::targets::{
+    CodeModel, InitializationConfig, RelocMode, Target, TargetMachine, TargetTriple,
+};
 use inkwell::OptimizationLevel;
 
 use super::LlvmError;
@@ -203,7 +205,10 @@ impl HostCpu {
     pub fn detect() -> HostCpu {
         init();
         HostCpu {
-            triple: TargetMachine::get_default_triple().as_str().to_string_lossy().into_owned(),
+            triple: TargetMachine::get_default_triple()
+                .as_str()
+                .to_string_lossy()
+                .into_owned(),
             cpu: TargetMachine::get_host_cpu_name().to_string(),
             features: TargetMachine::get_host_cpu_features().to_string(),
         }
@@ -215,13 +220,30 @@ impl HostCpu {
     }
 }
 
-fn machine(triple: &str, cpu: &str, features: &str, reloc: RelocMode) -> Result<TargetMachine, LlvmError> {
+fn machine(
+    triple: &str,
+    cpu: &str,
+    features: &str,
+    reloc: RelocMode,
+) -> Result<TargetMachine, LlvmError> {
     init();
     let tt = TargetTriple::create(triple);
-    let target = Target::from_triple(&tt).map_err(|e| LlvmError::Target(format!("{triple}: {e}")))?;
+    let target =
+        Target::from_triple(&tt).map_err(|e| LlvmError::Target(format!("{triple}: {e}")))?;
     target
-        .create_target_machine(&tt, cpu, features, OptimizationLevel::Aggressive, reloc, CodeModel::Default)
-        .ok_or_else(|| LlvmError::Target(format!("LLVM cannot create a target machine for {triple} / {cpu}")))
+        .create_target_machine(
+            &tt,
+            cpu,
+            features,
+            OptimizationLevel::Aggressive,
+            reloc,
+            CodeModel::Default,
+        )
+        .ok_or_else(|| {
+            LlvmError::Target(format!(
+                "LLVM cannot create a target machine for {triple} / {cpu}"
+            ))
+        })
 }
 
 /// The target machine of a target (host: the JIT's CPU and features).
@@ -231,7 +253,12 @@ pub(crate) fn target_machine(t: LlvmTarget) -> Result<TargetMachine, LlvmError> 
             let h = HostCpu::detect();
             machine(&h.triple, &h.cpu, &h.features, RelocMode::Default)
         }
-        LlvmTarget::Amdgpu(a) => machine("amdgcn-amd-amdhsa", a.name(), "", RelocMode::PIC),
+        LlvmTarget::Amdgpu(a) => {
+            let tm = machine("amdgcn-amd-amdhsa", a.name(), "", RelocMode::PIC)?;
+            // Verbose assembly carries the `; Occupancy` and register comments.
+            tm.set_asm_verbosity(true);
+            Ok(tm)
+        }
         LlvmTarget::Nvptx(a) => machine("nvptx64-nvidia-cuda", a.name(), "", RelocMode::Default),
     }
 }
@@ -249,14 +276,27 @@ pub fn gpu_from_cpu(f: &Func, block: u32) -> Result<Func, LlvmError> {
         return Ok(f.clone());
     }
     if block == 0 || block > 1024 {
-        return Err(LlvmError::Unsupported(format!("block size {block} (1..=1024)")));
+        return Err(LlvmError::Unsupported(format!(
+            "block size {block} (1..=1024)"
+        )));
     }
     let pos = f
         .body
         .iter()
-        .position(|s| matches!(s, Stmt::For { kind: LoopKind::Parallel, .. }))
+        .position(|s| {
+            matches!(
+                s,
+                Stmt::For {
+                    kind: LoopKind::Parallel,
+                    ..
+                }
+            )
+        })
         .ok_or_else(|| {
-            LlvmError::Unsupported(format!("`{}` has no top-level parallel loop to map onto a GPU grid", f.name))
+            LlvmError::Unsupported(format!(
+                "`{}` has no top-level parallel loop to map onto a GPU grid",
+                f.name
+            ))
         })?;
     let Stmt::For {
         var,
@@ -286,11 +326,17 @@ pub fn gpu_from_cpu(f: &Func, block: u32) -> Result<Func, LlvmError> {
     // because the division rounds toward zero for non-positive numerators.
     let gid = g.var("gid", Ty::I64);
     let mut stmts = vec![
-        Stmt::Comment(format!("one thread per iteration of `{}`", f.var_name(*var))),
+        Stmt::Comment(format!(
+            "one thread per iteration of `{}`",
+            f.var_name(*var)
+        )),
         Stmt::Let(
             gid,
             add(
-                mul(cast(Ty::I64, Expr::Special(Special::BlockIdx)), i64c(block as i64)),
+                mul(
+                    cast(Ty::I64, Expr::Special(Special::BlockIdx)),
+                    i64c(block as i64),
+                ),
                 cast(Ty::I64, Expr::Special(Special::ThreadIdx)),
             ),
         ),
@@ -333,6 +379,10 @@ pub struct AmdgpuResources {
     pub scratch_bytes: Option<u32>,
     pub occupancy: Option<u32>,
     pub wavefront_size: Option<u32>,
+    /// Machine code bytes.
+    pub code_bytes: Option<u32>,
+    /// LDS bytes per workgroup.
+    pub lds_bytes: Option<u32>,
 }
 
 impl std::fmt::Display for AmdgpuResources {
@@ -357,9 +407,11 @@ impl std::fmt::Display for AmdgpuResources {
         )?;
         write!(
             f,
-            "  occupancy: {} waves/SIMD, wavefront size {}",
+            "  occupancy: {} waves/SIMD, wavefront size {}, LDS {} bytes, code {} bytes",
             v(self.occupancy),
-            v(self.wavefront_size)
+            v(self.wavefront_size),
+            v(self.lds_bytes),
+            v(self.code_bytes)
         )
     }
 }
@@ -385,7 +437,8 @@ pub fn parse_amdgpu_resources(asm: &str) -> Vec<AmdgpuResources> {
         &mut out[i]
     }
     let mut out: Vec<AmdgpuResources> = Vec::new();
-    // Kernel descriptors: `.amdhsa_kernel NAME` ... `.end_amdhsa_kernel`, then comments.
+    // Kernel descriptors: `.amdhsa_kernel NAME` ... `.end_amdhsa_kernel`, then the
+    // verbose `; Kernel info` comments of the same kernel.
     let mut current: Option<String> = None;
     for line in asm.lines() {
         let t = line.trim();
@@ -404,7 +457,11 @@ pub fn parse_amdgpu_resources(asm: &str) -> Vec<AmdgpuResources> {
             r.scratch_bytes = num(v);
         } else if let Some(v) = t.strip_prefix("; Occupancy: ") {
             r.occupancy = num(v);
-        } else if t.starts_with(".text") || t.starts_with(".section") || t.starts_with(".amdgpu_metadata") {
+        } else if let Some(v) = t.strip_prefix("; codeLenInByte = ") {
+            r.code_bytes = num(v);
+        } else if let Some(v) = t.strip_prefix("; LDSByteSize: ") {
+            r.lds_bytes = num(v);
+        } else if t.starts_with(".amdgpu_metadata") {
             current = None;
         }
     }
@@ -497,7 +554,9 @@ pub fn find_lld() -> Option<PathBuf> {
 /// Finds an executable on `PATH`.
 pub fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 /// Links an AMDGPU relocatable object into a code object (`.hsaco`) with

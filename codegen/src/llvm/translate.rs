@@ -13,6 +13,9 @@
 //!   `llvm.vector.reduce.fadd` (bit-identical to the interpreter's sequential sum
 //!   unless reassociation is allowed). On GPUs with 4-way i8 dot instructions an i8
 //!   run whose codes are provably 8-bit fields uses them four products at a time.
+//!   When a loop body's only use of an accumulator is `acc = dot_run(.., acc)`, the
+//!   runs add lane-wise into a vector zeroed before the loop and reduced once after
+//!   it (integers always, exact; f32 only when reassociation is allowed).
 //! - f16/bf16 loads and stores convert exactly (round to nearest even), with
 //!   instructions where the target has them and integer code otherwise, so compiled
 //!   code never calls a runtime library.
@@ -36,8 +39,8 @@ use inkwell::intrinsics::Intrinsic;
 use inkwell::module::{Linkage, Module};
 use inkwell::types::{BasicMetadataTypeEnum, BasicTypeEnum, IntType, VectorType};
 use inkwell::values::{
-    BasicMetadataValueEnum, BasicValue, BasicValueEnum, FloatValue, FunctionValue, IntValue, PointerValue,
-    VectorValue,
+    BasicMetadataValueEnum, BasicValue, BasicValueEnum, FloatValue, FunctionValue, IntValue,
+    PointerValue, VectorValue,
 };
 use inkwell::{AddressSpace, FloatPredicate, IntPredicate};
 
@@ -68,7 +71,13 @@ pub(crate) struct Built {
 /// Symbol-safe spelling of a kernel name.
 pub(crate) fn symbol(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -139,7 +148,12 @@ fn check_func(f: &Func) -> Result<(), LlvmError> {
                 e(f, a)
             }
             Expr::Bfe { value, .. } => e(f, value),
-            Expr::DotRun { buf, index, codes, acc } => {
+            Expr::DotRun {
+                buf,
+                index,
+                codes,
+                acc,
+            } => {
                 if *buf >= f.bufs.len() {
                     return bad(format!("buffer {buf} out of range"));
                 }
@@ -156,14 +170,20 @@ fn check_func(f: &Func) -> Result<(), LlvmError> {
             if (v.0 as usize) < f.vars.len() {
                 Ok(())
             } else {
-                Err(LlvmError::Invalid(format!("`{}`: undeclared variable %{}", f.name, v.0)))
+                Err(LlvmError::Invalid(format!(
+                    "`{}`: undeclared variable %{}",
+                    f.name, v.0
+                )))
             }
         };
         let buf = |b: usize| {
             if b < f.bufs.len() {
                 Ok(())
             } else {
-                Err(LlvmError::Invalid(format!("`{}`: buffer {b} out of range", f.name)))
+                Err(LlvmError::Invalid(format!(
+                    "`{}`: buffer {b} out of range",
+                    f.name
+                )))
             }
         };
         for st in body {
@@ -195,12 +215,20 @@ fn check_func(f: &Func) -> Result<(), LlvmError> {
                     e(f, cond)?;
                     s(f, then)?
                 }
-                Stmt::Store { buf: b, index, value } => {
+                Stmt::Store {
+                    buf: b,
+                    index,
+                    value,
+                } => {
                     buf(*b)?;
                     e(f, index)?;
                     e(f, value)?
                 }
-                Stmt::LoadVec4 { dst, buf: b, offset } => {
+                Stmt::LoadVec4 {
+                    dst,
+                    buf: b,
+                    offset,
+                } => {
                     buf(*b)?;
                     for d in dst {
                         var(d)?;
@@ -233,7 +261,10 @@ fn buffer_param_attrs(ctx: &Context, func: FunctionValue<'_>, f: &Func) {
 
 fn cpu_attrs(ctx: &Context, func: FunctionValue<'_>, low: &Lowering) {
     if let Some((cpu, features)) = &low.cpu_attrs {
-        func.add_attribute(AttributeLoc::Function, ctx.create_string_attribute("target-cpu", cpu));
+        func.add_attribute(
+            AttributeLoc::Function,
+            ctx.create_string_attribute("target-cpu", cpu),
+        );
         func.add_attribute(
             AttributeLoc::Function,
             ctx.create_string_attribute("target-features", features),
@@ -247,7 +278,19 @@ fn param<'ctx>(func: FunctionValue<'ctx>, i: usize) -> Result<BasicValueEnum<'ct
         .ok_or_else(|| LlvmError::Llvm(format!("missing parameter {i}")))
 }
 
-fn build_cpu<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, f: &Func, low: &Lowering) -> Result<Built, LlvmError> {
+/// Buffer pointers, buffer lengths and dimensions of a CPU call.
+type CallArgs<'ctx> = (
+    Vec<PointerValue<'ctx>>,
+    Vec<IntValue<'ctx>>,
+    Vec<IntValue<'ctx>>,
+);
+
+fn build_cpu<'ctx>(
+    ctx: &'ctx Context,
+    module: &Module<'ctx>,
+    f: &Func,
+    low: &Lowering,
+) -> Result<Built, LlvmError> {
     let name = format!("qkc_{}", symbol(&f.name));
     let ptr = ctx.ptr_type(AddressSpace::default());
     let i64t = ctx.i64_type();
@@ -260,7 +303,11 @@ fn build_cpu<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, f: &Func, low: &Lo
     let mut params: Vec<BasicMetadataTypeEnum> = Vec::new();
     params.extend((0..nb).map(|_| BasicMetadataTypeEnum::from(ptr)));
     params.extend((0..nb + nd + 2).map(|_| BasicMetadataTypeEnum::from(i64t)));
-    let body_fn = module.add_function(&format!("{name}.body"), i32t.fn_type(&params, false), Some(Linkage::Internal));
+    let body_fn = module.add_function(
+        &format!("{name}.body"),
+        i32t.fn_type(&params, false),
+        Some(Linkage::Internal),
+    );
     buffer_param_attrs(ctx, body_fn, f);
     body_fn.add_attribute(AttributeLoc::Function, enum_attr(ctx, "alwaysinline"));
     cpu_attrs(ctx, body_fn, low);
@@ -270,9 +317,18 @@ fn build_cpu<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, f: &Func, low: &Lo
             args.push(param(body_fn, i)?);
         }
         let bufs = args[..nb].iter().map(|v| v.into_pointer_value()).collect();
-        let lens = args[nb..2 * nb].iter().map(|v| v.into_int_value()).collect();
-        let dims = args[2 * nb..2 * nb + nd].iter().map(|v| v.into_int_value()).collect();
-        let range = Some((args[2 * nb + nd].into_int_value(), args[2 * nb + nd + 1].into_int_value()));
+        let lens = args[nb..2 * nb]
+            .iter()
+            .map(|v| v.into_int_value())
+            .collect();
+        let dims = args[2 * nb..2 * nb + nd]
+            .iter()
+            .map(|v| v.into_int_value())
+            .collect();
+        let range = Some((
+            args[2 * nb + nd].into_int_value(),
+            args[2 * nb + nd + 1].into_int_value(),
+        ));
         let mut t = Tr::new(ctx, module, f, low, body_fn, bufs, lens, dims, range, par)?;
         t.stmts(&f.body, true)?;
         t.b.build_return(Some(&i32t.const_int(STATUS_OK, false)))?;
@@ -282,34 +338,33 @@ fn build_cpu<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, f: &Func, low: &Lo
     let abi = [ptr.into(), ptr.into(), ptr.into(), i64t.into(), i64t.into()];
     let main = module.add_function(&name, i32t.fn_type(&abi, false), None);
     cpu_attrs(ctx, main, low);
-    let unpack = |func: FunctionValue<'ctx>,
-                  b: &Builder<'ctx>|
-     -> Result<(Vec<PointerValue<'ctx>>, Vec<IntValue<'ctx>>, Vec<IntValue<'ctx>>), LlvmError> {
-        let entry = ctx.append_basic_block(func, "entry");
-        b.position_at_end(entry);
-        let (pb, pl, pd) = (
-            param(func, 0)?.into_pointer_value(),
-            param(func, 1)?.into_pointer_value(),
-            param(func, 2)?.into_pointer_value(),
-        );
-        let mut bufs = Vec::new();
-        let mut lens = Vec::new();
-        let mut dims = Vec::new();
-        for i in 0..nb {
-            let idx = i64t.const_int(i as u64, false);
-            // SAFETY (LLVM IR semantics, not Rust): in-bounds of the caller's arrays.
-            let p = unsafe { b.build_in_bounds_gep(ptr, pb, &[idx], "bufp")? };
-            bufs.push(b.build_load(ptr, p, "buf")?.into_pointer_value());
-            let p = unsafe { b.build_in_bounds_gep(i64t, pl, &[idx], "lenp")? };
-            lens.push(b.build_load(i64t, p, "len")?.into_int_value());
-        }
-        for d in 0..nd {
-            let idx = i64t.const_int(d as u64, false);
-            let p = unsafe { b.build_in_bounds_gep(i64t, pd, &[idx], "dimp")? };
-            dims.push(b.build_load(i64t, p, &format!("dim{d}"))?.into_int_value());
-        }
-        Ok((bufs, lens, dims))
-    };
+    let unpack =
+        |func: FunctionValue<'ctx>, b: &Builder<'ctx>| -> Result<CallArgs<'ctx>, LlvmError> {
+            let entry = ctx.append_basic_block(func, "entry");
+            b.position_at_end(entry);
+            let (pb, pl, pd) = (
+                param(func, 0)?.into_pointer_value(),
+                param(func, 1)?.into_pointer_value(),
+                param(func, 2)?.into_pointer_value(),
+            );
+            let mut bufs = Vec::new();
+            let mut lens = Vec::new();
+            let mut dims = Vec::new();
+            for i in 0..nb {
+                let idx = i64t.const_int(i as u64, false);
+                // SAFETY (LLVM IR semantics, not Rust): in-bounds of the caller's arrays.
+                let p = unsafe { b.build_in_bounds_gep(ptr, pb, &[idx], "bufp")? };
+                bufs.push(b.build_load(ptr, p, "buf")?.into_pointer_value());
+                let p = unsafe { b.build_in_bounds_gep(i64t, pl, &[idx], "lenp")? };
+                lens.push(b.build_load(i64t, p, "len")?.into_int_value());
+            }
+            for d in 0..nd {
+                let idx = i64t.const_int(d as u64, false);
+                let p = unsafe { b.build_in_bounds_gep(i64t, pd, &[idx], "dimp")? };
+                dims.push(b.build_load(i64t, p, &format!("dim{d}"))?.into_int_value());
+            }
+            Ok((bufs, lens, dims))
+        };
     let b = ctx.create_builder();
     let (bufs, lens, dims) = unpack(main, &b)?;
     let mut call_args: Vec<BasicMetadataValueEnum> = Vec::new();
@@ -334,7 +389,10 @@ fn build_cpu<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, f: &Func, low: &Lo
             let (bufs, lens, dims) = unpack(tf, &b)?;
             let mut t = Tr::new_at(ctx, module, f, low, tf, bufs, lens, dims, None, None, b)?;
             t.stmts(&f.body[..p], true)?;
-            let Stmt::For { start, end, step, .. } = &f.body[p] else {
+            let Stmt::For {
+                start, end, step, ..
+            } = &f.body[p]
+            else {
                 return Err(LlvmError::Invalid("parallel loop vanished".into()));
             };
             let s = t.int_of(start, Ty::I64)?;
@@ -376,7 +434,11 @@ fn build_gpu<'ctx>(
             let i32t = ctx.i32_type();
             let fp: BasicMetadataValueEnum = func.as_global_value().as_pointer_value().into();
             for (key, v) in [("kernel", 1u64), ("maxntidx", block as u64)] {
-                let md = ctx.metadata_node(&[fp, ctx.metadata_string(key).into(), i32t.const_int(v, false).into()]);
+                let md = ctx.metadata_node(&[
+                    fp,
+                    ctx.metadata_string(key).into(),
+                    i32t.const_int(v, false).into(),
+                ]);
                 module
                     .add_global_metadata("nvvm.annotations", &md)
                     .map_err(|e| LlvmError::Llvm(format!("nvvm.annotations: {e}")))?;
@@ -391,11 +453,25 @@ fn build_gpu<'ctx>(
     }
     let bufs = args[..nb].iter().map(|v| v.into_pointer_value()).collect();
     let dims = args[nb..].iter().map(|v| v.into_int_value()).collect();
-    let mut t = Tr::new(ctx, module, f, low, func, bufs, Vec::new(), dims, None, None)?;
+    let mut t = Tr::new(
+        ctx,
+        module,
+        f,
+        low,
+        func,
+        bufs,
+        Vec::new(),
+        dims,
+        None,
+        None,
+    )?;
     t.block = block;
     t.stmts(&f.body, true)?;
     t.b.build_return(None)?;
-    Ok(Built { main: name, trips: None })
+    Ok(Built {
+        main: name,
+        trips: None,
+    })
 }
 
 /// LLVM's `amdgpu_kernel` calling convention.
@@ -407,12 +483,59 @@ fn touches_memory(e: &Expr) -> bool {
         Expr::Load { .. } | Expr::LoadBytes { .. } | Expr::DotRun { .. } => true,
         Expr::Int(..) | Expr::F32(_) | Expr::Var(_) | Expr::Dim(_) | Expr::Special(_) => false,
         // A division may reach the division-by-zero exit.
-        Expr::Bin(op, a, b) => matches!(op, BinOp::Div | BinOp::Rem) || touches_memory(a) || touches_memory(b),
+        Expr::Bin(op, a, b) => {
+            matches!(op, BinOp::Div | BinOp::Rem) || touches_memory(a) || touches_memory(b)
+        }
         Expr::Cmp(_, a, b) => touches_memory(a) || touches_memory(b),
         Expr::Select(c, a, b) => touches_memory(c) || touches_memory(a) || touches_memory(b),
         Expr::Cast(_, a) => touches_memory(a),
         Expr::Bfe { value, .. } => touches_memory(value),
         Expr::Dot4 { a, b, acc } => touches_memory(a) || touches_memory(b) || touches_memory(acc),
+    }
+}
+
+/// How many times `v` is mentioned (read or written) in `e`.
+fn var_uses(v: Var, e: &Expr) -> usize {
+    match e {
+        Expr::Var(x) => (*x == v) as usize,
+        Expr::Int(..) | Expr::F32(_) | Expr::Dim(_) | Expr::Special(_) => 0,
+        Expr::Bin(_, a, b) | Expr::Cmp(_, a, b) => var_uses(v, a) + var_uses(v, b),
+        Expr::Select(c, a, b) => var_uses(v, c) + var_uses(v, a) + var_uses(v, b),
+        Expr::Cast(_, a) => var_uses(v, a),
+        Expr::Load { index: a, .. } | Expr::LoadBytes { offset: a, .. } => var_uses(v, a),
+        Expr::Bfe { value, .. } => var_uses(v, value),
+        Expr::DotRun {
+            index, codes, acc, ..
+        } => var_uses(v, index) + codes.iter().filter(|c| **c == v).count() + var_uses(v, acc),
+        Expr::Dot4 { a, b, acc } => var_uses(v, a) + var_uses(v, b) + var_uses(v, acc),
+    }
+}
+
+/// How many times `v` is mentioned (read or written) in `s`.
+fn var_uses_stmt(v: Var, s: &Stmt) -> usize {
+    match s {
+        Stmt::Let(x, e) | Stmt::Set(x, e) => (*x == v) as usize + var_uses(v, e),
+        Stmt::For {
+            var,
+            start,
+            end,
+            body,
+            ..
+        } => {
+            (*var == v) as usize
+                + var_uses(v, start)
+                + var_uses(v, end)
+                + body.iter().map(|s| var_uses_stmt(v, s)).sum::<usize>()
+        }
+        Stmt::If { cond, then } => {
+            var_uses(v, cond) + then.iter().map(|s| var_uses_stmt(v, s)).sum::<usize>()
+        }
+        Stmt::Store { index, value, .. } => var_uses(v, index) + var_uses(v, value),
+        Stmt::LoadVec4 { dst, offset, .. } => {
+            dst.iter().filter(|d| **d == v).count() + var_uses(v, offset)
+        }
+        Stmt::WarpSum(x) => (*x == v) as usize,
+        Stmt::Comment(_) => 0,
     }
 }
 
@@ -472,6 +595,11 @@ struct Tr<'a, 'ctx> {
     fail: HashMap<u64, BasicBlock<'ctx>>,
     /// GPU threads per block (`Special::BlockDim`).
     block: u32,
+    /// The entry block, where `alloca`s go.
+    entry: BasicBlock<'ctx>,
+    /// Accumulators whose dot-product runs are summed lane-wise while the enclosing
+    /// loop runs and reduced once after it: variable → `<L x T>` slot.
+    vacc: HashMap<Var, (PointerValue<'ctx>, VectorType<'ctx>)>,
 }
 
 impl<'a, 'ctx> Tr<'a, 'ctx> {
@@ -509,6 +637,9 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
         par: Option<usize>,
         b: Builder<'ctx>,
     ) -> Result<Tr<'a, 'ctx>, LlvmError> {
+        let entry = b
+            .get_insert_block()
+            .ok_or_else(|| LlvmError::Llvm("builder not positioned".into()))?;
         let mut t = Tr {
             ctx,
             module,
@@ -525,6 +656,8 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
             small: small_fields(f),
             fail: HashMap::new(),
             block: 1,
+            entry,
+            vacc: HashMap::new(),
         };
         for (i, v) in f.vars.iter().enumerate() {
             let ty = t.ty(v.ty);
@@ -564,13 +697,21 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
         VectorType::const_vector(&vec![v; n as usize])
     }
 
-    fn intrinsic(&self, name: &str, tys: &[BasicTypeEnum<'ctx>]) -> Result<FunctionValue<'ctx>, LlvmError> {
+    fn intrinsic(
+        &self,
+        name: &str,
+        tys: &[BasicTypeEnum<'ctx>],
+    ) -> Result<FunctionValue<'ctx>, LlvmError> {
         Intrinsic::find(name)
             .and_then(|i| i.get_declaration(self.module, tys))
             .ok_or_else(|| LlvmError::Llvm(format!("intrinsic {name} is not available")))
     }
 
-    fn call(&self, func: FunctionValue<'ctx>, args: &[BasicMetadataValueEnum<'ctx>]) -> Result<BasicValueEnum<'ctx>, LlvmError> {
+    fn call(
+        &self,
+        func: FunctionValue<'ctx>,
+        args: &[BasicMetadataValueEnum<'ctx>],
+    ) -> Result<BasicValueEnum<'ctx>, LlvmError> {
         self.b
             .build_call(func, args, "")?
             .try_as_basic_value()
@@ -593,7 +734,10 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
     fn int(&self, v: BasicValueEnum<'ctx>) -> Result<IntValue<'ctx>, LlvmError> {
         match v {
             BasicValueEnum::IntValue(i) => Ok(i),
-            other => Err(LlvmError::Invalid(format!("expected an integer, got {:?}", other.get_type()))),
+            other => Err(LlvmError::Invalid(format!(
+                "expected an integer, got {:?}",
+                other.get_type()
+            ))),
         }
     }
 
@@ -628,7 +772,10 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
                 )?;
                 self.coerce(r, t)
             }
-            (other, _) => Err(LlvmError::Invalid(format!("cannot convert {:?}", other.get_type()))),
+            (other, _) => Err(LlvmError::Invalid(format!(
+                "cannot convert {:?}",
+                other.get_type()
+            ))),
         }
     }
 
@@ -659,7 +806,9 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
 
     fn load_var(&self, v: Var) -> Result<BasicValueEnum<'ctx>, LlvmError> {
         let ty = self.ty(self.f.var_ty(v));
-        Ok(self.b.build_load(ty, self.vars[v.0 as usize], self.f.var_name(v))?)
+        Ok(self
+            .b
+            .build_load(ty, self.vars[v.0 as usize], self.f.var_name(v))?)
     }
 
     fn store_var(&self, v: Var, x: BasicValueEnum<'ctx>) -> Result<(), LlvmError> {
@@ -677,7 +826,9 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
             .b
             .get_insert_block()
             .ok_or_else(|| LlvmError::Llvm("builder not positioned".into()))?;
-        let bb = self.ctx.append_basic_block(self.func, &format!("fail{status}"));
+        let bb = self
+            .ctx
+            .append_basic_block(self.func, &format!("fail{status}"));
         self.b.position_at_end(bb);
         match self.func.get_type().get_return_type() {
             Some(BasicTypeEnum::IntType(t)) => {
@@ -703,12 +854,19 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
 
     /// Bounds check of `bytes` bytes at byte offset `off` of buffer `buf` (CPU, when
     /// compiled in).
-    fn check_bounds(&mut self, buf: usize, off: IntValue<'ctx>, bytes: u64) -> Result<(), LlvmError> {
+    fn check_bounds(
+        &mut self,
+        buf: usize,
+        off: IntValue<'ctx>,
+        bytes: u64,
+    ) -> Result<(), LlvmError> {
         if !self.low.bounds_checks || self.lens.len() <= buf {
             return Ok(());
         }
         let len = self.lens[buf];
-        let neg = self.b.build_int_compare(IntPredicate::SLT, off, self.i64c(0), "")?;
+        let neg = self
+            .b
+            .build_int_compare(IntPredicate::SLT, off, self.i64c(0), "")?;
         let end = self.b.build_int_add(off, self.i64c(bytes as i64), "")?;
         let over = self.b.build_int_compare(IntPredicate::SGT, end, len, "")?;
         let bad = self.b.build_or(neg, over, "oob")?;
@@ -716,12 +874,23 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
     }
 
     /// Address of element `index` (`i64`) of buffer `buf`, elements of `elem_bytes`.
-    fn addr(&mut self, buf: usize, index: IntValue<'ctx>, elem_bytes: u64, span: u64) -> Result<PointerValue<'ctx>, LlvmError> {
-        let off = self.b.build_int_mul(index, self.i64c(elem_bytes as i64), "")?;
+    fn addr(
+        &mut self,
+        buf: usize,
+        index: IntValue<'ctx>,
+        elem_bytes: u64,
+        span: u64,
+    ) -> Result<PointerValue<'ctx>, LlvmError> {
+        let off = self
+            .b
+            .build_int_mul(index, self.i64c(elem_bytes as i64), "")?;
         self.check_bounds(buf, off, span)?;
         // SAFETY (LLVM IR semantics, not Rust): a plain (not inbounds) GEP is defined
         // for any offset; the access itself is what must be in bounds.
-        Ok(unsafe { self.b.build_gep(self.ctx.i8_type(), self.bufs[buf], &[off], "")? })
+        Ok(unsafe {
+            self.b
+                .build_gep(self.ctx.i8_type(), self.bufs[buf], &[off], "")?
+        })
     }
 
     // ---- expressions ----
@@ -768,7 +937,12 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
                 len,
                 signed,
             } => self.bfe(value, *pos, *len, *signed)?.into(),
-            Expr::DotRun { buf, index, codes, acc } => self.dot_run(*buf, index, codes, acc)?,
+            Expr::DotRun {
+                buf,
+                index,
+                codes,
+                acc,
+            } => self.dot_run(*buf, index, codes, acc)?,
             Expr::Dot4 { a, b, acc } => {
                 let a = self.int_of(a, Ty::I32)?;
                 let b = self.int_of(b, Ty::I32)?;
@@ -782,7 +956,9 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
         let tid = |t: &Self| -> Result<IntValue<'ctx>, LlvmError> {
             match t.low.flavor {
                 Flavor::Amdgpu => t.int(t.call_intrinsic("llvm.amdgcn.workitem.id.x", &[], &[])?),
-                Flavor::Nvptx => t.int(t.call_intrinsic("llvm.nvvm.read.ptx.sreg.tid.x", &[], &[])?),
+                Flavor::Nvptx => {
+                    t.int(t.call_intrinsic("llvm.nvvm.read.ptx.sreg.tid.x", &[], &[])?)
+                }
                 Flavor::Cpu => Ok(t.i32c(0)),
             }
         };
@@ -793,8 +969,12 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
                 Ok(self.b.build_and(t, self.i32c(31), "lane")?)
             }
             Special::BlockIdx => match self.low.flavor {
-                Flavor::Amdgpu => self.int(self.call_intrinsic("llvm.amdgcn.workgroup.id.x", &[], &[])?),
-                Flavor::Nvptx => self.int(self.call_intrinsic("llvm.nvvm.read.ptx.sreg.ctaid.x", &[], &[])?),
+                Flavor::Amdgpu => {
+                    self.int(self.call_intrinsic("llvm.amdgcn.workgroup.id.x", &[], &[])?)
+                }
+                Flavor::Nvptx => {
+                    self.int(self.call_intrinsic("llvm.nvvm.read.ptx.sreg.ctaid.x", &[], &[])?)
+                }
                 Flavor::Cpu => Ok(self.i32c(0)),
             },
             Special::BlockDim => Ok(self.i32c(self.block as i64)),
@@ -812,8 +992,12 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
                 BinOp::Sub => self.b.build_float_sub(x, y, "")?.into(),
                 BinOp::Mul => self.b.build_float_mul(x, y, "")?.into(),
                 BinOp::Div => self.b.build_float_div(x, y, "")?.into(),
-                BinOp::Min => self.call_intrinsic("llvm.minnum", &[f32t.into()], &[x.into(), y.into()])?,
-                BinOp::Max => self.call_intrinsic("llvm.maxnum", &[f32t.into()], &[x.into(), y.into()])?,
+                BinOp::Min => {
+                    self.call_intrinsic("llvm.minnum", &[f32t.into()], &[x.into(), y.into()])?
+                }
+                BinOp::Max => {
+                    self.call_intrinsic("llvm.maxnum", &[f32t.into()], &[x.into(), y.into()])?
+                }
                 // Not defined on floats: the interpreter yields NaN.
                 _ => f32t.const_float(f64::NAN).into(),
             });
@@ -842,7 +1026,12 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
     /// Signed division or remainder with the interpreter's semantics: wrapping
     /// (`MIN / -1 == MIN`, `MIN % -1 == 0`), division by zero an error (CPU status 1;
     /// GPUs, which cannot report it, divide by 1 instead).
-    fn div(&mut self, is_div: bool, x: IntValue<'ctx>, y: IntValue<'ctx>) -> Result<IntValue<'ctx>, LlvmError> {
+    fn div(
+        &mut self,
+        is_div: bool,
+        x: IntValue<'ctx>,
+        y: IntValue<'ctx>,
+    ) -> Result<IntValue<'ctx>, LlvmError> {
         let it = x.get_type();
         if let Some(c) = y.get_sign_extended_constant() {
             if c != 0 && c != -1 {
@@ -853,16 +1042,23 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
                 });
             }
         }
-        let zero = self.b.build_int_compare(IntPredicate::EQ, y, it.const_zero(), "")?;
+        let zero = self
+            .b
+            .build_int_compare(IntPredicate::EQ, y, it.const_zero(), "")?;
         if self.low.flavor == Flavor::Cpu {
             self.guard(zero, STATUS_DIV_BY_ZERO)?;
         }
-        let minus1 = self.b.build_int_compare(IntPredicate::EQ, y, it.const_all_ones(), "")?;
+        let minus1 = self
+            .b
+            .build_int_compare(IntPredicate::EQ, y, it.const_all_ones(), "")?;
         let unsafe_y = self.b.build_or(zero, minus1, "")?;
         let one = it.const_int(1, false);
         let ys = self.int(self.b.build_select(unsafe_y, one, y, "")?)?;
         let (q, special) = if is_div {
-            (self.b.build_int_signed_div(x, ys, "")?, self.b.build_int_neg(x, "")?)
+            (
+                self.b.build_int_signed_div(x, ys, "")?,
+                self.b.build_int_neg(x, "")?,
+            )
         } else {
             (self.b.build_int_signed_rem(x, ys, "")?, it.const_zero())
         };
@@ -922,7 +1118,10 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
         self.b.build_unconditional_branch(join)?;
         self.b.position_at_end(join);
         let phi = self.b.build_phi(self.ty(t), "sel")?;
-        phi.add_incoming(&[(&x as &dyn BasicValue, x_end), (&y as &dyn BasicValue, y_end)]);
+        phi.add_incoming(&[
+            (&x as &dyn BasicValue, x_end),
+            (&y as &dyn BasicValue, y_end),
+        ]);
         Ok(phi.as_basic_value())
     }
 
@@ -933,7 +1132,11 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
     }
 
     /// Element `index` of buffer `buf`, converted to its register type.
-    fn load(&mut self, buf: usize, index: IntValue<'ctx>) -> Result<BasicValueEnum<'ctx>, LlvmError> {
+    fn load(
+        &mut self,
+        buf: usize,
+        index: IntValue<'ctx>,
+    ) -> Result<BasicValueEnum<'ctx>, LlvmError> {
         let elem = self.f.bufs[buf].elem;
         let p = self.addr(buf, index, elem.bytes() as u64, elem.bytes() as u64)?;
         let i32t = self.ctx.i32_type();
@@ -958,7 +1161,10 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
     fn f16_to_f32(&self, h: IntValue<'ctx>) -> Result<FloatValue<'ctx>, LlvmError> {
         let f32t = self.ctx.f32_type();
         if self.low.native_f16 {
-            let x = self.b.build_bit_cast(h, self.ctx.f16_type(), "")?.into_float_value();
+            let x = self
+                .b
+                .build_bit_cast(h, self.ctx.f16_type(), "")?
+                .into_float_value();
             return Ok(self.b.build_float_ext(x, f32t, "")?);
         }
         let i32t = self.ctx.i32_type();
@@ -971,7 +1177,9 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
         let normal = b.build_int_add(shifted, self.i32c(0x3800_0000), "")?;
         // Infinities and NaNs (NaNs quieted, as `half` does).
         let nan = b.build_int_compare(IntPredicate::UGT, em, self.i32c(0x7c00), "")?;
-        let quiet = b.build_select(nan, self.i32c(0x0040_0000), self.i32c(0), "")?.into_int_value();
+        let quiet = b
+            .build_select(nan, self.i32c(0x0040_0000), self.i32c(0), "")?
+            .into_int_value();
         let special = b.build_or(b.build_or(shifted, self.i32c(0x7f80_0000), "")?, quiet, "")?;
         // Subnormals and zero: em * 2^-24, exact.
         let sub_f = b.build_float_mul(
@@ -982,7 +1190,9 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
         let sub = b.build_bit_cast(sub_f, i32t, "")?.into_int_value();
         let is_sub = b.build_int_compare(IntPredicate::ULT, em, self.i32c(0x400), "")?;
         let is_special = b.build_int_compare(IntPredicate::UGE, em, self.i32c(0x7c00), "")?;
-        let r = b.build_select(is_special, special, normal, "")?.into_int_value();
+        let r = b
+            .build_select(is_special, special, normal, "")?
+            .into_int_value();
         let r = b.build_select(is_sub, sub, r, "")?.into_int_value();
         let r = b.build_or(r, sign, "")?;
         Ok(b.build_bit_cast(r, f32t, "")?.into_float_value())
@@ -993,7 +1203,10 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
         let i32t = self.ctx.i32_type();
         let w = self.b.build_int_z_extend(h, i32t, "")?;
         let w = self.b.build_left_shift(w, self.i32c(16), "")?;
-        Ok(self.b.build_bit_cast(w, self.ctx.f32_type(), "")?.into_float_value())
+        Ok(self
+            .b
+            .build_bit_cast(w, self.ctx.f32_type(), "")?
+            .into_float_value())
     }
 
     /// f32 to f16 bits (`i16`), rounding to nearest even.
@@ -1016,7 +1229,9 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
         let denorm_magic = ((127 - 15) + (23 - 10) + 1) << 23;
         // Overflow: Inf, NaN -> quiet NaN.
         let is_nan = b.build_int_compare(IntPredicate::UGT, a, infty, "")?;
-        let big = b.build_select(is_nan, self.i32c(0x7e00), self.i32c(0x7c00), "")?.into_int_value();
+        let big = b
+            .build_select(is_nan, self.i32c(0x7e00), self.i32c(0x7c00), "")?
+            .into_int_value();
         // Subnormal results: let the FPU round the shifted-out bits.
         let af = b.build_bit_cast(a, f32t, "")?.into_float_value();
         let magic_f = f32t.const_float(f32::from_bits(denorm_magic as u32) as f64);
@@ -1024,12 +1239,18 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
         let sum = b.build_bit_cast(sum, i32t, "")?.into_int_value();
         let small = b.build_int_sub(sum, self.i32c(denorm_magic as i64), "")?;
         // Normal results: rebias and round to nearest even by hand.
-        let odd = b.build_and(b.build_right_shift(a, self.i32c(13), false, "")?, self.i32c(1), "")?;
+        let odd = b.build_and(
+            b.build_right_shift(a, self.i32c(13), false, "")?,
+            self.i32c(1),
+            "",
+        )?;
         let n = b.build_int_add(a, self.i32c((((15 - 127) << 23) + 0xfff) as i64), "")?;
         let n = b.build_int_add(n, odd, "")?;
         let normal = b.build_right_shift(n, self.i32c(13), false, "")?;
         let is_small = b.build_int_compare(IntPredicate::ULT, a, self.i32c(113 << 23), "")?;
-        let r = b.build_select(is_small, small, normal, "")?.into_int_value();
+        let r = b
+            .build_select(is_small, small, normal, "")?
+            .into_int_value();
         let is_big = b.build_int_compare(IntPredicate::UGE, a, f16max, "")?;
         let r = b.build_select(is_big, big, r, "")?.into_int_value();
         let r = b.build_or(r, b.build_right_shift(sign, self.i32c(16), false, "")?, "")?;
@@ -1065,7 +1286,13 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
         Ok(b.build_int_truncate(r, self.ctx.i16_type(), "")?)
     }
 
-    fn bfe(&mut self, value: &Expr, pos: u8, len: u8, signed: bool) -> Result<IntValue<'ctx>, LlvmError> {
+    fn bfe(
+        &mut self,
+        value: &Expr,
+        pos: u8,
+        len: u8,
+        signed: bool,
+    ) -> Result<IntValue<'ctx>, LlvmError> {
         let t = match self.f.ty(value) {
             Ty::I64 => Ty::I64,
             _ => Ty::I32,
@@ -1079,27 +1306,46 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
         }
         if pos + len <= bits {
             return Ok(if signed {
-                let l = self.b.build_left_shift(v, it.const_int((bits - pos - len) as u64, false), "")?;
-                self.b.build_right_shift(l, it.const_int((bits - len) as u64, false), true, "")?
+                let l = self.b.build_left_shift(
+                    v,
+                    it.const_int((bits - pos - len) as u64, false),
+                    "",
+                )?;
+                self.b
+                    .build_right_shift(l, it.const_int((bits - len) as u64, false), true, "")?
             } else if len == bits {
                 v
             } else {
-                let r = self.b.build_right_shift(v, it.const_int(pos as u64, false), false, "")?;
-                self.b.build_and(r, it.const_int((1u64 << len) - 1, false), "")?
+                let r = self
+                    .b
+                    .build_right_shift(v, it.const_int(pos as u64, false), false, "")?;
+                self.b
+                    .build_and(r, it.const_int((1u64 << len) - 1, false), "")?
             });
         }
         // A field reaching past the value's top bit: the interpreter zero-extends the
         // value to 64 bits first.
         let i64t = self.ctx.i64_type();
-        let w = if bits == 64 { v } else { self.b.build_int_z_extend(v, i64t, "")? };
-        let raw = self.b.build_right_shift(w, i64t.const_int(pos as u64, false), false, "")?;
+        let w = if bits == 64 {
+            v
+        } else {
+            self.b.build_int_z_extend(v, i64t, "")?
+        };
+        let raw = self
+            .b
+            .build_right_shift(w, i64t.const_int(pos as u64, false), false, "")?;
         let r = if len >= 64 {
             raw
         } else {
-            let m = self.b.build_and(raw, i64t.const_int((1u64 << len) - 1, false), "")?;
+            let m = self
+                .b
+                .build_and(raw, i64t.const_int((1u64 << len) - 1, false), "")?;
             if signed {
-                let l = self.b.build_left_shift(m, i64t.const_int(64 - len as u64, false), "")?;
-                self.b.build_right_shift(l, i64t.const_int(64 - len as u64, false), true, "")?
+                let l = self
+                    .b
+                    .build_left_shift(m, i64t.const_int(64 - len as u64, false), "")?;
+                self.b
+                    .build_right_shift(l, i64t.const_int(64 - len as u64, false), true, "")?
             } else {
                 m
             }
@@ -1108,7 +1354,12 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
     }
 
     /// `acc + Σ sext8(a_i) * sext8(b_i)` on `i32`s.
-    fn dot4(&mut self, a: IntValue<'ctx>, b: IntValue<'ctx>, acc: IntValue<'ctx>) -> Result<IntValue<'ctx>, LlvmError> {
+    fn dot4(
+        &mut self,
+        a: IntValue<'ctx>,
+        b: IntValue<'ctx>,
+        acc: IntValue<'ctx>,
+    ) -> Result<IntValue<'ctx>, LlvmError> {
         let i1 = self.ctx.bool_type();
         let f = i1.const_int(0, false);
         let t = i1.const_int(1, false);
@@ -1151,35 +1402,61 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
                 let av = self.b.build_int_s_extend(av, v4i32, "")?;
                 let bv = self.b.build_int_s_extend(bv, v4i32, "")?;
                 let p = self.b.build_int_mul(av, bv, "")?;
-                let s = self.int(self.call_intrinsic("llvm.vector.reduce.add", &[v4i32.into()], &[p.into()])?)?;
+                let s = self.int(self.call_intrinsic(
+                    "llvm.vector.reduce.add",
+                    &[v4i32.into()],
+                    &[p.into()],
+                )?)?;
                 Ok(self.b.build_int_add(acc, s, "")?)
             }
         }
     }
 
-    /// `acc + Σ_j load(buf, index + j) * codes[j]` in the accumulator's type.
-    fn dot_run(&mut self, buf: usize, index: &Expr, codes: &[Var], acc: &Expr) -> Result<BasicValueEnum<'ctx>, LlvmError> {
-        let t = self.f.ty(acc);
-        let elem = self.f.bufs[buf].elem;
-        let base = self.int_of(index, Ty::I64)?;
-        let accv = self.expr(acc)?;
-        let mut accv = self.coerce(accv, t)?;
-        let l = codes.len() as u32;
-        if l == 0 {
-            return Ok(accv);
-        }
+    /// Whether a run of `codes` over `buf` into a `t` accumulator uses 4-way dot
+    /// instructions (GPUs; i8 activations, codes that fit a signed byte).
+    fn run_uses_dot4(&self, buf: usize, codes: &[Var], t: Ty) -> bool {
+        // Codes that fit a signed byte: signed fields of at most 8 bits, unsigned of 7.
         let small = codes.iter().all(|c| match self.small.get(c) {
             Some(&(len, signed)) => len <= 7 || signed,
             None => false,
         });
-        if t == Ty::I32 && elem == Elem::I8 && small && self.low.dot4 != Dot4Impl::Vector {
+        t == Ty::I32
+            && self.f.bufs[buf].elem == Elem::I8
+            && small
+            && self.low.dot4 != Dot4Impl::Vector
+    }
+
+    /// Whether a run over `buf` into a `t` accumulator is computed with vectors.
+    fn run_is_vector(&self, buf: usize, codes: &[Var], t: Ty) -> bool {
+        let elem = self.f.bufs[buf].elem;
+        !codes.is_empty()
+            && !self.run_uses_dot4(buf, codes, t)
+            && (matches!(
+                (t, elem),
+                (Ty::I32 | Ty::I64, Elem::I8 | Elem::U8 | Elem::I32)
+                    | (Ty::F32, Elem::F32 | Elem::BF16)
+            ) || (t == Ty::F32 && elem == Elem::F16 && self.low.native_f16))
+    }
+
+    /// `acc + Σ_j load(buf, index + j) * codes[j]` in the accumulator's type.
+    fn dot_run(
+        &mut self,
+        buf: usize,
+        index: &Expr,
+        codes: &[Var],
+        acc: &Expr,
+    ) -> Result<BasicValueEnum<'ctx>, LlvmError> {
+        let t = self.f.ty(acc);
+        let base = self.int_of(index, Ty::I64)?;
+        let accv = self.expr(acc)?;
+        let mut accv = self.coerce(accv, t)?;
+        if codes.is_empty() {
+            return Ok(accv);
+        }
+        if self.run_uses_dot4(buf, codes, t) {
             return Ok(self.dot_run_dot4(buf, base, codes, self.int(accv)?)?.into());
         }
-        let vector = matches!(
-            (t, elem),
-            (Ty::I32 | Ty::I64, Elem::I8 | Elem::U8 | Elem::I32) | (Ty::F32, Elem::F32 | Elem::BF16)
-        ) || (t == Ty::F32 && elem == Elem::F16 && self.low.native_f16);
-        if !vector {
+        if !self.run_is_vector(buf, codes, t) {
             // Mixed int/float runs: one element at a time, as the interpreter does.
             for (j, c) in codes.iter().enumerate() {
                 let i = self.b.build_int_add(base, self.i64c(j as i64), "")?;
@@ -1188,8 +1465,12 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
                 let w = self.load_var(*c)?;
                 let w = self.coerce(w, t)?;
                 accv = if t == Ty::F32 {
-                    let p = self.b.build_float_mul(a.into_float_value(), w.into_float_value(), "")?;
-                    self.b.build_float_add(accv.into_float_value(), p, "")?.into()
+                    let p =
+                        self.b
+                            .build_float_mul(a.into_float_value(), w.into_float_value(), "")?;
+                    self.b
+                        .build_float_add(accv.into_float_value(), p, "")?
+                        .into()
                 } else {
                     let p = self.b.build_int_mul(self.int(a)?, self.int(w)?, "")?;
                     self.b.build_int_add(self.int(accv)?, p, "")?.into()
@@ -1197,6 +1478,54 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
             }
             return Ok(accv);
         }
+        let prod = self.run_products(buf, base, codes, t)?;
+        self.reduce_into(accv, prod)
+    }
+
+    /// `acc + Σ lanes of v`: exact for integers; for f32 the ordered reduction
+    /// `((acc + v0) + v1) + ...`, the interpreter's order, unless reassociation is
+    /// allowed.
+    fn reduce_into(
+        &mut self,
+        acc: BasicValueEnum<'ctx>,
+        v: VectorValue<'ctx>,
+    ) -> Result<BasicValueEnum<'ctx>, LlvmError> {
+        let vt = v.get_type();
+        if let BasicValueEnum::FloatValue(_) = acc {
+            let call = self.b.build_call(
+                self.intrinsic("llvm.vector.reduce.fadd", &[vt.into()])?,
+                &[acc.into(), v.into()],
+                "",
+            )?;
+            let r = call
+                .try_as_basic_value()
+                .basic()
+                .ok_or_else(|| LlvmError::Llvm("reduction returns no value".into()))?;
+            if self.low.reassociate {
+                if let Some(inst) = r.as_instruction_value() {
+                    inst.set_fast_math_flags(inkwell::values::FastMathFlags::AllowReassoc)
+                        .map_err(|e| LlvmError::Llvm(format!("fast-math flags: {e:?}")))?;
+                }
+            }
+            return Ok(r);
+        }
+        let s =
+            self.int(self.call_intrinsic("llvm.vector.reduce.add", &[vt.into()], &[v.into()])?)?;
+        Ok(self.b.build_int_add(self.int(acc)?, s, "")?.into())
+    }
+
+    /// The lane-wise products `load(buf, base + j) * codes[j]` of a vector run, in the
+    /// accumulator type `t`: a `<L x T>` load of the activations, widened, times a code
+    /// vector built with `insertelement`.
+    fn run_products(
+        &mut self,
+        buf: usize,
+        base: IntValue<'ctx>,
+        codes: &[Var],
+        t: Ty,
+    ) -> Result<VectorValue<'ctx>, LlvmError> {
+        let elem = self.f.bufs[buf].elem;
+        let l = codes.len() as u32;
         let eb = elem.bytes() as u64;
         let p = self.addr(buf, base, eb, eb * l as u64)?;
         let mem_ty = match elem {
@@ -1213,12 +1542,18 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
             let a = match elem {
                 Elem::F32 => raw,
                 Elem::F16 => {
-                    let h = self.b.build_bit_cast(raw, self.ctx.f16_type().vec_type(l), "")?;
+                    let h = self
+                        .b
+                        .build_bit_cast(raw, self.ctx.f16_type().vec_type(l), "")?;
                     self.b.build_float_ext(h.into_vector_value(), vf, "")?
                 }
                 _ => {
-                    let w = self.b.build_int_z_extend(raw, self.ctx.i32_type().vec_type(l), "")?;
-                    let w = self.b.build_left_shift(w, self.splat(self.i32c(16), l), "")?;
+                    let w = self
+                        .b
+                        .build_int_z_extend(raw, self.ctx.i32_type().vec_type(l), "")?;
+                    let w = self
+                        .b
+                        .build_left_shift(w, self.splat(self.i32c(16), l), "")?;
                     self.b.build_bit_cast(w, vf, "")?.into_vector_value()
                 }
             };
@@ -1226,41 +1561,28 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
             for (j, c) in codes.iter().enumerate() {
                 let w = self.load_var(*c)?;
                 let w = self.coerce(w, Ty::F32)?;
-                cv = self.b.build_insert_element(cv, w, self.i32c(j as i64), "")?;
+                cv = self
+                    .b
+                    .build_insert_element(cv, w, self.i32c(j as i64), "")?;
             }
-            let prod = self.b.build_float_mul(a, cv, "")?;
-            let call = self.b.build_call(
-                self.intrinsic("llvm.vector.reduce.fadd", &[vf.into()])?,
-                &[accv.into(), prod.into()],
-                "",
-            )?;
-            if self.low.reassociate {
-                if let Some(inst) = call.try_as_basic_value().basic().and_then(|v| v.as_instruction_value()) {
-                    inst.set_fast_math_flags(inkwell::values::FastMathFlags::AllowReassoc)
-                        .map_err(|e| LlvmError::Llvm(format!("fast-math flags: {e:?}")))?;
-                }
-            }
-            return call
-                .try_as_basic_value()
-                .basic()
-                .ok_or_else(|| LlvmError::Llvm("reduction returns no value".into()));
+            return Ok(self.b.build_float_mul(a, cv, "")?);
         }
         let it = self.ity(t);
         let vi = it.vec_type(l);
         let a = match elem {
             Elem::U8 => self.b.build_int_z_extend(raw, vi, "")?,
-            _ if raw.get_type().get_element_type().into_int_type().get_bit_width() == it.get_bit_width() => raw,
+            Elem::I32 if t == Ty::I32 => raw,
             _ => self.b.build_int_s_extend(raw, vi, "")?,
         };
         let mut cv = vi.get_poison();
         for (j, c) in codes.iter().enumerate() {
             let w = self.load_var(*c)?;
             let w = self.coerce(w, t)?;
-            cv = self.b.build_insert_element(cv, w, self.i32c(j as i64), "")?;
+            cv = self
+                .b
+                .build_insert_element(cv, w, self.i32c(j as i64), "")?;
         }
-        let prod = self.b.build_int_mul(a, cv, "")?;
-        let s = self.int(self.call_intrinsic("llvm.vector.reduce.add", &[vi.into()], &[prod.into()])?)?;
-        Ok(self.b.build_int_add(self.int(accv)?, s, "")?.into())
+        Ok(self.b.build_int_mul(a, cv, "")?)
     }
 
     /// An i8 run with 8-bit codes on a GPU with 4-way dot instructions: four
@@ -1303,6 +1625,51 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
 
     // ---- statements ----
 
+    /// Accumulators of a loop body that only a `acc = dot_run(.., acc)` statement of
+    /// the body touches: their runs add lane-wise into a vector that is zeroed before
+    /// the loop and reduced into the accumulator after it, instead of reducing every
+    /// iteration. Exact for integers (wrapping sums do not depend on the order); f32
+    /// accumulators only when reassociation is allowed. Returns the hoisted variables
+    /// (registered in `vacc`).
+    fn hoisted_runs(&mut self, body: &[Stmt]) -> Result<Vec<Var>, LlvmError> {
+        let mut out = Vec::new();
+        for s in body {
+            let Stmt::Set(
+                v,
+                Expr::DotRun {
+                    buf, codes, acc, ..
+                },
+            ) = s
+            else {
+                continue;
+            };
+            let t = self.f.var_ty(*v);
+            let ok = matches!(acc.as_ref(), Expr::Var(a) if a == v)
+                && (t != Ty::F32 || self.low.reassociate)
+                && self.run_is_vector(*buf, codes, t)
+                && !self.vacc.contains_key(v)
+                && !out.contains(v)
+                && body.iter().map(|s| var_uses_stmt(*v, s)).sum::<usize>() == 2;
+            if !ok {
+                continue;
+            }
+            let vt = match t {
+                Ty::F32 => self.ctx.f32_type().vec_type(codes.len() as u32),
+                t => self.ity(t).vec_type(codes.len() as u32),
+            };
+            let eb = self.ctx.create_builder();
+            match self.entry.get_first_instruction() {
+                Some(i) => eb.position_before(&i),
+                None => eb.position_at_end(self.entry),
+            }
+            let slot = eb.build_alloca(vt, &format!("{}.lanes", symbol(self.f.var_name(*v))))?;
+            self.b.build_store(slot, vt.const_zero())?;
+            self.vacc.insert(*v, (slot, vt));
+            out.push(*v);
+        }
+        Ok(out)
+    }
+
     fn stmts(&mut self, body: &[Stmt], top: bool) -> Result<(), LlvmError> {
         for (i, s) in body.iter().enumerate() {
             let split = top && self.par == Some(i) && self.range.is_some();
@@ -1312,16 +1679,41 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
     }
 
     /// `max(0, ceil((end - start) / step))`.
-    fn trip_count(&mut self, start: IntValue<'ctx>, end: IntValue<'ctx>, step: i64) -> Result<IntValue<'ctx>, LlvmError> {
+    fn trip_count(
+        &mut self,
+        start: IntValue<'ctx>,
+        end: IntValue<'ctx>,
+        step: i64,
+    ) -> Result<IntValue<'ctx>, LlvmError> {
         let span = self.b.build_int_sub(end, start, "")?;
         let span = self.b.build_int_add(span, self.i64c(step - 1), "")?;
         let n = self.b.build_int_signed_div(span, self.i64c(step), "")?;
-        let pos = self.b.build_int_compare(IntPredicate::SLT, start, end, "")?;
+        let pos = self
+            .b
+            .build_int_compare(IntPredicate::SLT, start, end, "")?;
         self.int(self.b.build_select(pos, n, self.i64c(0), "trips")?)
     }
 
     fn stmt(&mut self, s: &Stmt, split: bool) -> Result<(), LlvmError> {
         match s {
+            Stmt::Set(
+                v,
+                Expr::DotRun {
+                    buf, index, codes, ..
+                },
+            ) if self.vacc.contains_key(v) => {
+                // A hoisted run (see `hoisted_runs`): lane-wise partial sums only.
+                let (slot, vt) = self.vacc[v];
+                let base = self.int_of(index, Ty::I64)?;
+                let prod = self.run_products(*buf, base, codes, self.f.var_ty(*v))?;
+                let cur = self.b.build_load(vt, slot, "vacc")?.into_vector_value();
+                let sum = if self.f.var_ty(*v) == Ty::F32 {
+                    self.b.build_float_add(cur, prod, "")?
+                } else {
+                    self.b.build_int_add(cur, prod, "")?
+                };
+                self.b.build_store(slot, sum)?;
+            }
             Stmt::Let(v, e) | Stmt::Set(v, e) => {
                 let x = self.expr(e)?;
                 self.store_var(*v, x)?;
@@ -1339,18 +1731,31 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
                 if let (true, Some((lo, hi))) = (split, self.range) {
                     // Iterations lo..hi of the trip count only.
                     let n = self.trip_count(s0, e0, *step)?;
-                    let smax = |t: &Self, a, b| t.call_intrinsic("llvm.smax", &[t.ctx.i64_type().into()], &[a, b]);
-                    let smin = |t: &Self, a, b| t.call_intrinsic("llvm.smin", &[t.ctx.i64_type().into()], &[a, b]);
+                    let smax = |t: &Self, a, b| {
+                        t.call_intrinsic("llvm.smax", &[t.ctx.i64_type().into()], &[a, b])
+                    };
+                    let smin = |t: &Self, a, b| {
+                        t.call_intrinsic("llvm.smin", &[t.ctx.i64_type().into()], &[a, b])
+                    };
                     let lo = self.int(smax(self, lo.into(), self.i64c(0).into())?)?;
                     let lo = self.int(smin(self, lo.into(), n.into())?)?;
                     let hi = self.int(smax(self, hi.into(), lo.into())?)?;
                     let hi = self.int(smin(self, hi.into(), n.into())?)?;
-                    let first = self.b.build_int_add(s0, self.b.build_int_mul(lo, self.i64c(*step), "")?, "")?;
-                    let last = self.b.build_int_add(s0, self.b.build_int_mul(hi, self.i64c(*step), "")?, "")?;
+                    let first = self.b.build_int_add(
+                        s0,
+                        self.b.build_int_mul(lo, self.i64c(*step), "")?,
+                        "",
+                    )?;
+                    let last = self.b.build_int_add(
+                        s0,
+                        self.b.build_int_mul(hi, self.i64c(*step), "")?,
+                        "",
+                    )?;
                     s0 = first;
                     e0 = self.int(smin(self, e0.into(), last.into())?)?;
                 }
                 self.store_var(*var, s0.into())?;
+                let hoisted = self.hoisted_runs(body)?;
                 let head = self.ctx.append_basic_block(self.func, "loop.head");
                 let body_bb = self.ctx.append_basic_block(self.func, "loop.body");
                 let exit = self.ctx.append_basic_block(self.func, "loop.exit");
@@ -1368,6 +1773,14 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
                 self.store_var(*var, next.into())?;
                 self.b.build_unconditional_branch(head)?;
                 self.b.position_at_end(exit);
+                for v in hoisted {
+                    if let Some((slot, vt)) = self.vacc.remove(&v) {
+                        let lanes = self.b.build_load(vt, slot, "vacc")?.into_vector_value();
+                        let acc = self.load_var(v)?;
+                        let r = self.reduce_into(acc, lanes)?;
+                        self.store_var(v, r)?;
+                    }
+                }
             }
             Stmt::If { cond, then } => {
                 let c = self.truth(cond)?;
@@ -1390,8 +1803,12 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
                     }
                     Elem::I32 => self.coerce(v, Ty::I32)?,
                     Elem::F32 => self.coerce(v, Ty::F32)?,
-                    Elem::F16 => self.f32_to_f16(self.coerce(v, Ty::F32)?.into_float_value())?.into(),
-                    Elem::BF16 => self.f32_to_bf16(self.coerce(v, Ty::F32)?.into_float_value())?.into(),
+                    Elem::F16 => self
+                        .f32_to_f16(self.coerce(v, Ty::F32)?.into_float_value())?
+                        .into(),
+                    Elem::BF16 => self
+                        .f32_to_bf16(self.coerce(v, Ty::F32)?.into_float_value())?
+                        .into(),
                 };
                 let p = self.addr(*buf, i, elem.bytes() as u64, elem.bytes() as u64)?;
                 let st = self.b.build_store(p, bits)?;
@@ -1403,7 +1820,14 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
                 let p = self.addr(*buf, o, 1, 16)?;
                 let v4 = self.ctx.i32_type().vec_type(4);
                 let v = self.b.build_load(v4, p, "vec4")?;
-                set_align(v, if self.low.flavor == Flavor::Cpu { 1 } else { 16 })?;
+                set_align(
+                    v,
+                    if self.low.flavor == Flavor::Cpu {
+                        1
+                    } else {
+                        16
+                    },
+                )?;
                 let v = v.into_vector_value();
                 for (k, d) in dst.iter().enumerate() {
                     let x = self.b.build_extract_element(v, self.i32c(k as i64), "")?;
@@ -1429,8 +1853,16 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
         let mut x = self.load_var(v)?;
         let lane = if self.low.flavor == Flavor::Amdgpu {
             // The lane within the hardware wave (wave32 or wave64).
-            let lo = self.call_intrinsic("llvm.amdgcn.mbcnt.lo", &[], &[self.i32c(-1).into(), self.i32c(0).into()])?;
-            Some(self.int(self.call_intrinsic("llvm.amdgcn.mbcnt.hi", &[], &[self.i32c(-1).into(), lo.into()])?)?)
+            let lo = self.call_intrinsic(
+                "llvm.amdgcn.mbcnt.lo",
+                &[],
+                &[self.i32c(-1).into(), self.i32c(0).into()],
+            )?;
+            Some(self.int(self.call_intrinsic(
+                "llvm.amdgcn.mbcnt.hi",
+                &[],
+                &[self.i32c(-1).into(), lo.into()],
+            )?)?)
         } else {
             None
         };
@@ -1440,12 +1872,21 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
                     Some(lane) => {
                         let src = s.b.build_xor(lane, s.i32c(off), "")?;
                         let addr = s.b.build_left_shift(src, s.i32c(2), "")?;
-                        s.int(s.call_intrinsic("llvm.amdgcn.ds.bpermute", &[], &[addr.into(), w.into()])?)
+                        s.int(s.call_intrinsic(
+                            "llvm.amdgcn.ds.bpermute",
+                            &[],
+                            &[addr.into(), w.into()],
+                        )?)
                     }
                     None => s.int(s.call_intrinsic(
                         "llvm.nvvm.shfl.sync.bfly.i32",
                         &[],
-                        &[s.i32c(-1).into(), w.into(), s.i32c(off).into(), s.i32c(31).into()],
+                        &[
+                            s.i32c(-1).into(),
+                            w.into(),
+                            s.i32c(off).into(),
+                            s.i32c(31).into(),
+                        ],
                     )?),
                 }
             };
@@ -1458,13 +1899,18 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
                 Ty::F32 => {
                     let w = self.b.build_bit_cast(x, i32t, "")?.into_int_value();
                     let o = shfl(self, w)?;
-                    let of = self.b.build_bit_cast(o, self.ctx.f32_type(), "")?.into_float_value();
+                    let of = self
+                        .b
+                        .build_bit_cast(o, self.ctx.f32_type(), "")?
+                        .into_float_value();
                     self.b.build_float_add(x.into_float_value(), of, "")?.into()
                 }
                 Ty::I64 => {
                     let w = self.int(x)?;
                     let lo = self.b.build_int_truncate(w, i32t, "")?;
-                    let hi = self.b.build_right_shift(w, i64t.const_int(32, false), false, "")?;
+                    let hi = self
+                        .b
+                        .build_right_shift(w, i64t.const_int(32, false), false, "")?;
                     let hi = self.b.build_int_truncate(hi, i32t, "")?;
                     let lo = shfl(self, lo)?;
                     let hi = shfl(self, hi)?;

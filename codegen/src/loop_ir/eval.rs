@@ -74,7 +74,13 @@ struct Machine<'a> {
 const FULL: u32 = u32::MAX;
 
 impl Machine<'_> {
-    fn bytes(&self, buf: usize, offset: i64, len: usize, what: &'static str) -> Result<&[u8], EvalError> {
+    fn bytes(
+        &self,
+        buf: usize,
+        offset: i64,
+        len: usize,
+        what: &'static str,
+    ) -> Result<&[u8], EvalError> {
         let b = &self.bufs[buf];
         if offset < 0 || offset as usize + len > b.len() {
             return Err(EvalError::OutOfBounds {
@@ -217,7 +223,11 @@ impl Machine<'_> {
                 for (i, &x) in b.iter().enumerate() {
                     v |= (x as u64) << (8 * i);
                 }
-                V::I(if *bytes > 4 { v as i64 } else { v as u32 as i32 as i64 })
+                V::I(if *bytes > 4 {
+                    v as i64
+                } else {
+                    v as u32 as i32 as i64
+                })
             }
             Expr::Bfe {
                 value,
@@ -228,15 +238,29 @@ impl Machine<'_> {
                 let t = self.f.ty(value);
                 let bits = if t == Ty::I32 { 32 } else { 64 };
                 let v = self.eval(value, lane)?.i();
-                let raw = if bits == 32 { (v as u32 as u64) >> pos } else { (v as u64) >> pos };
-                let mask = if *len >= 64 { u64::MAX } else { (1u64 << len) - 1 };
+                let raw = if bits == 32 {
+                    (v as u32 as u64) >> pos
+                } else {
+                    (v as u64) >> pos
+                };
+                let mask = if *len >= 64 {
+                    u64::MAX
+                } else {
+                    (1u64 << len) - 1
+                };
                 let mut r = (raw & mask) as i64;
-                if *signed && *len > 0 && (r >> (len - 1)) & 1 == 1 {
-                    r -= 1i64 << len;
+                if *signed && *len > 0 && *len < 64 && (r >> (len - 1)) & 1 == 1 {
+                    // Sign-extend by shifting the field to the top and back (no overflow at 63 bits).
+                    r = (r << (64 - len)) >> (64 - len);
                 }
                 V::I(wrap(r, t))
             }
-            Expr::DotRun { buf, index, codes, acc } => {
+            Expr::DotRun {
+                buf,
+                index,
+                codes,
+                acc,
+            } => {
                 let t = self.f.ty(acc);
                 let base = self.eval(index, lane)?.i();
                 let mut s = self.eval(acc, lane)?;
@@ -358,13 +382,22 @@ impl Machine<'_> {
                         }
                         let b = self.bytes(*buf, o, 16, "vector load")?.to_vec();
                         for (i, d) in dst.iter().enumerate() {
-                            let w = i32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]]);
+                            let w = i32::from_le_bytes([
+                                b[4 * i],
+                                b[4 * i + 1],
+                                b[4 * i + 2],
+                                b[4 * i + 3],
+                            ]);
                             self.vars[d.0 as usize][l] = V::I(w as i64);
                         }
                     }
                 }
                 Stmt::WarpSum(v) => {
-                    let full = if self.lanes >= 32 { FULL } else { (1u32 << self.lanes) - 1 };
+                    let full = if self.lanes >= 32 {
+                        FULL
+                    } else {
+                        (1u32 << self.lanes) - 1
+                    };
                     if mask != full {
                         return Err(EvalError::DivergentWarpSum {
                             var: self.f.var_name(*v).to_string(),
@@ -446,7 +479,11 @@ pub fn run(f: &Func, bufs: &mut [Vec<u8>], dims: &[i64]) -> Result<(), EvalError
                         block: b,
                         block_dim: *block as i64,
                     };
-                    let mask = if lanes >= 32 { FULL } else { (1u32 << lanes) - 1 };
+                    let mask = if lanes >= 32 {
+                        FULL
+                    } else {
+                        (1u32 << lanes) - 1
+                    };
                     m.exec(&f.body, mask)?;
                 }
             }

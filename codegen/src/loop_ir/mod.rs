@@ -149,7 +149,10 @@ pub enum Expr {
     Cast(Ty, Box<Expr>),
     /// Loads element `index` (`I64`) of buffer `buf`, converted to its register type:
     /// i8 sign-extended, u8 zero-extended, f16/bf16 widened exactly to f32.
-    Load { buf: usize, index: Box<Expr> },
+    Load {
+        buf: usize,
+        index: Box<Expr>,
+    },
     /// Loads `bytes` (1..=8) little-endian bytes at byte offset `offset` (`I64`)
     /// of buffer `buf`, zero-extended to `I32` (1..=4 bytes) or `I64` (8 bytes).
     /// CPU targets allow any alignment; GPU lowerings only emit aligned loads.

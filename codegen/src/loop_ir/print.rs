@@ -26,8 +26,12 @@ impl Func {
                     BinOp::Shl => "<<",
                     BinOp::Sar => ">>",
                     BinOp::Shr => ">>>",
-                    BinOp::Min => return format!("min({}, {})", self.expr_str(a), self.expr_str(b)),
-                    BinOp::Max => return format!("max({}, {})", self.expr_str(a), self.expr_str(b)),
+                    BinOp::Min => {
+                        return format!("min({}, {})", self.expr_str(a), self.expr_str(b))
+                    }
+                    BinOp::Max => {
+                        return format!("max({}, {})", self.expr_str(a), self.expr_str(b))
+                    }
                 };
                 format!("({} {sym} {})", self.expr_str(a), self.expr_str(b))
             }
@@ -47,9 +51,16 @@ impl Func {
                 self.expr_str(b)
             ),
             Expr::Cast(t, a) => format!("{}({})", t.name(), self.expr_str(a)),
-            Expr::Load { buf, index } => format!("{}[{}]", self.bufs[*buf].name, self.expr_str(index)),
+            Expr::Load { buf, index } => {
+                format!("{}[{}]", self.bufs[*buf].name, self.expr_str(index))
+            }
             Expr::LoadBytes { buf, offset, bytes } => {
-                format!("bytes{}({} + {})", bytes, self.bufs[*buf].name, self.expr_str(offset))
+                format!(
+                    "bytes{}({} + {})",
+                    bytes,
+                    self.bufs[*buf].name,
+                    self.expr_str(offset)
+                )
             }
             Expr::Bfe {
                 value,
@@ -61,8 +72,16 @@ impl Func {
                 if *signed { "s" } else { "u" },
                 self.expr_str(value)
             ),
-            Expr::DotRun { buf, index, codes, acc } => {
-                let cs: Vec<String> = codes.iter().map(|c| format!("%{}", self.var_name(*c))).collect();
+            Expr::DotRun {
+                buf,
+                index,
+                codes,
+                acc,
+            } => {
+                let cs: Vec<String> = codes
+                    .iter()
+                    .map(|c| format!("%{}", self.var_name(*c)))
+                    .collect();
                 format!(
                     "dot({}[{} ..+{}], [{}], {})",
                     self.bufs[*buf].name,
@@ -92,7 +111,9 @@ impl Func {
                     self.var_ty(*v).name(),
                     self.expr_str(e)
                 )?,
-                Stmt::Set(v, e) => writeln!(out, "{pad}%{} = {}", self.var_name(*v), self.expr_str(e))?,
+                Stmt::Set(v, e) => {
+                    writeln!(out, "{pad}%{} = {}", self.var_name(*v), self.expr_str(e))?
+                }
                 Stmt::For {
                     var,
                     start,
@@ -106,7 +127,11 @@ impl Func {
                         LoopKind::Unroll => "unroll for",
                         LoopKind::Parallel => "parallel for",
                     };
-                    let st = if *step == 1 { String::new() } else { format!(" step {step}") };
+                    let st = if *step == 1 {
+                        String::new()
+                    } else {
+                        format!(" step {step}")
+                    };
                     writeln!(
                         out,
                         "{pad}{k} %{} in {}..{}{st} {{",
@@ -157,14 +182,29 @@ impl fmt::Display for Func {
         let bufs: Vec<String> = self
             .bufs
             .iter()
-            .map(|b| format!("{}{}: *{}", if b.output { "out " } else { "" }, b.name, b.elem.name()))
+            .map(|b| {
+                format!(
+                    "{}{}: *{}",
+                    if b.output { "out " } else { "" },
+                    b.name,
+                    b.elem.name()
+                )
+            })
             .collect();
-        writeln!(out, "func {}({}; dims {}) {{", self.name, bufs.join(", "), self.dims.join(", "))?;
+        writeln!(
+            out,
+            "func {}({}; dims {}) {{",
+            self.name,
+            bufs.join(", "),
+            self.dims.join(", ")
+        )?;
         match &self.launch {
             Launch::Cpu => writeln!(out, "  launch cpu")?,
-            Launch::Gpu { grid, block } => {
-                writeln!(out, "  launch gpu grid {} block {block}", self.expr_str(grid))?
-            }
+            Launch::Gpu { grid, block } => writeln!(
+                out,
+                "  launch gpu grid {} block {block}",
+                self.expr_str(grid)
+            )?,
         }
         self.stmts(&mut out, &self.body, 1)?;
         write!(out, "}}")?;

@@ -16,6 +16,9 @@
 //!                                                 and not stored)
 //! ```
 
+// Loops over the rows of a tile index several parallel per-row arrays at once.
+#![allow(clippy::needless_range_loop)]
+
 use super::scales::{group_scale, outer_scale};
 use super::unpack::{chunk_for, decode_chunk, decode_one, row_bytes};
 use super::{CpuOptions, Plan};
@@ -23,12 +26,21 @@ use crate::loop_ir::build::*;
 use crate::loop_ir::{CmpOp, Expr, Func, Launch, LoopKind, Stmt, Ty};
 
 pub fn lower(p: &Plan, o: &CpuOptions) -> Func {
-    let mut f = Func::new(p.name.clone(), p.bufs.clone(), p.dim_names.clone(), Launch::Cpu);
+    let mut f = Func::new(
+        p.name.clone(),
+        p.bufs.clone(),
+        p.dim_names.clone(),
+        Launch::Cpu,
+    );
     f.notes = p.notes.clone();
     let tm = o.tile_m.max(1) as usize;
     let l = p.layout;
     let align = p.group.map(|g| g as usize / l.per_unit());
-    let chunk = if o.chunked_unpack { chunk_for(&l, align) } else { None };
+    let chunk = if o.chunked_unpack {
+        chunk_for(&l, align)
+    } else {
+        None
+    };
     f.notes.push(format!(
         "schedule cpu: parallel over {}, tile_m = {tm}, unpack chunk = {}",
         p.dim_names[p.n],
@@ -58,7 +70,10 @@ pub fn lower(p: &Plan, o: &CpuOptions) -> Func {
     let mut facc = Vec::new();
     for i in 0..tm {
         let r = f.var(format!("row{i}"), Ty::I64);
-        m_body.push(Stmt::Let(r, min(add(var(m0), i64c(i as i64)), sub(dim(dm), i64c(1)))));
+        m_body.push(Stmt::Let(
+            r,
+            min(add(var(m0), i64c(i as i64)), sub(dim(dm), i64c(1))),
+        ));
         let a = f.var(format!("arow{i}"), Ty::I64);
         m_body.push(Stmt::Let(a, mul(var(r), dim(dk))));
         let fa = f.var(format!("facc{i}"), Ty::F32);
@@ -140,7 +155,11 @@ pub fn lower(p: &Plan, o: &CpuOptions) -> Func {
         body: tail,
     });
     for i in 0..tm {
-        let partial = if p.acc == Ty::F32 { var(acc[i]) } else { cast(Ty::F32, var(acc[i])) };
+        let partial = if p.acc == Ty::F32 {
+            var(acc[i])
+        } else {
+            cast(Ty::F32, var(acc[i]))
+        };
         let scaled = match group_scale(p, &var(rows[i]), &var(n), &var(g), &groups) {
             Some(s) => mul(partial, s),
             None => partial,

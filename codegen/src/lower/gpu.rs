@@ -1,28 +1,33 @@
 //! The GPU schedules (CUDA-style SIMT: blocks of warps of 32 lanes).
 //!
 //! One [`Func`] holds every path; the choice between them is made by uniform
-//! branches on the run-time dimensions, so all lanes of a warp always agree.
+//! branches on the run-time dimensions, so all lanes of a warp always agree. The
+//! runtime compiles one function per M bucket ([`GpuOptions::max_m`]) so that the
+//! registers of the 8-row tile do not limit the occupancy of M = 1.
 //!
 //! **GEMV** (M ≤ 8 at run time; variants for M tiles of 1, 2, 4, 8 activation rows,
 //! each with the rows clamped to `M - 1` and stores guarded by `m < M`):
 //!
 //! ```text
 //! warp w of block b owns weight row n = b * warps_per_block + w   (guard n < N, uniform)
-//! if row_bytes % 16 == 0 && act row bytes % 16 == 0:             (uniform)
-//!   for c in lane..K / CW step 32:          // lane chunks of CB packed bytes = CW weights
-//!     W = 16-byte vector loads (CB / 16 of them)
-//!     for each group inside the chunk:      // CW is a multiple of G, or G of CW
-//!       acc[i] = 0
-//!       for each quad of weights:           // int8 activations
-//!         p = 4 codes placed in byte lanes  // constant shifts/masks from the layout
+//! if row_bytes % 16 == 0 && activation row bytes % 16 == 0:        (uniform)
+//!   // lane chunks of CW weights (CB bytes); lane l takes chunks l, l+32, l+64, …
+//!   // so a warp's loads of weights and activations are contiguous (coalesced)
+//!   for each iteration of U chunks per lane:          // all loads issued first
+//!     W = the chunk's words: 16-byte vectors, aligned 8/4-byte words, or (7-bit
+//!         stream) the aligned words around it and a funnel shift; sign bits XOR-ed
+//!     for each group step inside the chunk:           // CW a multiple of G or G of CW
+//!       for each quad of weights (i8 activations):
+//!         p = 4 codes in byte lanes                   // constant shift + mask per code
 //!         acc[i] = dp4a(x[row i] as one 32-bit word, p, acc[i])
+//!         (1–2 rows: minus dp4a(x, bias word); else in-byte sign extension)
 //!       (float activations: acc[i] += x * f32(code), codes by constant bit-field extracts)
-//!       facc[i] += f32(acc[i]) * group scales          // scale hoisting
-//!   tail_start = (K / CW) * CW
-//! for g in groups from tail_start:          // scalar path: tails and unaligned rows
+//!       total[i] += f32(acc[i]) * group scales        // scale hoisting
+//!   then one chunk per lane for the remaining whole chunks
+//! for g in groups from the first weight left:         // scalar path: tails, unaligned rows
 //!   for k in lane + its part of g step 32: generic unpack, acc[i] += x * code
-//!   facc[i] += acc[i] * group scales
-//! facc[i] = warp_sum(facc[i]); lane 0 stores facc[i] * row/col scales if m < M
+//!   total[i] += acc[i] * group scales
+//! total[i] = warp_sum(total[i]); lane 0 stores total[i] * row/col scales if m < M
 //! ```
 //!
 //! **Generic** (M > 8, when the kernel allows it): one thread per weight row `n` and
@@ -47,11 +52,15 @@ pub struct GpuOptions {
     pub gemv: bool,
     /// Activation-row tiles of the GEMV variants (each ≤ 8; the smallest tile ≥ M runs).
     pub m_tiles: Vec<u32>,
-    /// Use 16-byte vector loads when rows are 16-byte aligned (off: scalar path only).
+    /// Use the vector path (whole-word loads, constant-position unpack, `dp4a`) when
+    /// rows are 16-byte aligned (off: scalar path only).
     pub vector: bool,
-    /// Packed bytes per lane chunk of the vector path (a multiple of 16 that holds whole
-    /// units); `None` picks one.
-    pub lane_bytes: Option<u32>,
+    /// Weights per lane chunk of the vector path (a multiple of 16 that holds whole
+    /// bytes and units); `None` picks the smallest.
+    pub chunk_weights: Option<u32>,
+    /// Lane chunks in flight per lane and loop iteration for M = 1 (divided by the M
+    /// tile for larger tiles, at least 1).
+    pub unroll: u32,
     /// Activation rows per thread in the generic (M > 8) schedule.
     pub tile_m: u32,
     /// A tighter bound on M than the kernel declares, promised by the caller (the
@@ -69,15 +78,19 @@ impl GpuOptions {
             gemv: true,
             m_tiles: vec![1, 2, 4, 8],
             vector: true,
-            lane_bytes: None,
+            chunk_weights: None,
+            unroll: 4,
             tile_m: k.schedule.tile_m.unwrap_or(4).clamp(1, 8),
             max_m: None,
         }
     }
 }
 
-/// The vector path's lane chunk: `bytes` packed bytes (16-aligned) hold `weights`
-/// weights; `sub` weights share one group (a divisor of `weights`, or `weights`).
+/// The vector path's lane chunk: `weights` consecutive weights (a multiple of 16, one
+/// 16-byte vector of i8 activations per 16) in `bytes` packed bytes; `sub` weights
+/// share one group (a divisor of `weights`, or `weights`). Lane `l` of a warp takes
+/// chunks `l, l + 32, l + 64, …` of its row, so the warp's loads of weights and
+/// activations are contiguous (coalesced).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LaneChunk {
     pub bytes: usize,
@@ -85,64 +98,52 @@ pub struct LaneChunk {
     pub sub: usize,
 }
 
-fn gcd(a: usize, b: usize) -> usize {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
-    }
-}
-
 /// Whether every code fits a signed byte lane of `dp4a`.
 fn fits_dp4a(l: &LayoutDesc) -> bool {
     l.fields().iter().all(|f| f.bits <= 7 || f.signed)
 }
 
-/// Picks the vector path's lane chunk for a plan, or `None` when no chunk satisfies
-/// the layout, group and activation constraints.
-pub fn lane_chunk(p: &Plan, want_bytes: Option<u32>) -> Option<LaneChunk> {
+/// Picks the vector path's lane chunk for a plan: the one of `want` weights, else the
+/// smallest valid one of at least `prefer` weights, else the smallest valid one; `None`
+/// when none satisfies the layout and group constraints.
+pub fn lane_chunk(p: &Plan, want: Option<u32>, prefer: usize) -> Option<LaneChunk> {
     let l = &p.layout;
     let ub = unit_stride_bits(l);
     let per = l.per_unit();
     if p.int && !fits_dp4a(l) {
         return None;
     }
-    let gran = ub / gcd(ub, 8);
-    let cb_min = 16 * gran / gcd(16, gran);
-    let mut valid = Vec::new();
-    let mut cb = cb_min;
-    while cb <= 256 {
-        let cw = cb * 8 / ub * per;
-        let words_ok = !p.int || cw % 16 == 0;
+    let fit = |cw: usize| -> Option<LaneChunk> {
+        if !cw.is_multiple_of(per) || !(cw / per * ub).is_multiple_of(8) {
+            return None;
+        }
         let sub = match p.group {
-            None => Some(cw),
+            None => cw,
             Some(g) => {
                 let g = g as usize;
-                if g % cw == 0 {
-                    Some(cw)
-                } else if cw % g == 0 && (g % 4 == 0 || !p.int) {
-                    Some(g)
+                if g.is_multiple_of(cw) {
+                    cw
+                } else if cw.is_multiple_of(g) && g.is_multiple_of(4) {
+                    g
                 } else {
-                    None
+                    return None;
                 }
             }
         };
-        if let (true, Some(sub)) = (words_ok, sub) {
-            valid.push(LaneChunk {
-                bytes: cb,
-                weights: cw,
-                sub,
-            });
-        }
-        cb += cb_min;
-    }
-    match want_bytes {
-        Some(b) => valid.into_iter().find(|c| c.bytes == b as usize),
-        None => valid
-            .iter()
-            .copied()
-            .find(|c| c.bytes >= 64)
-            .or_else(|| valid.iter().copied().rev().find(|c| c.bytes <= 128)),
+        Some(LaneChunk {
+            bytes: cw / per * ub / 8,
+            weights: cw,
+            sub,
+        })
+    };
+    let mut sizes = (1..=16).map(|m| 16 * m);
+    match want {
+        Some(w) => sizes.filter(|&cw| cw == w as usize).find_map(fit),
+        None => sizes
+            .clone()
+            .filter(|&cw| cw >= prefer)
+            .find_map(fit)
+            .or_else(|| sizes.find_map(fit)),
     }
 }
 
@@ -208,16 +209,18 @@ fn sign_masks(l: &LayoutDesc, weights: usize, words: usize) -> Vec<u32> {
     m
 }
 
-/// Codes of chunk weights `4q .. 4q + 4` as four signed bytes (a `dp4a` operand),
-/// from words already XOR-ed with [`sign_masks`].
+/// Codes of chunk weights `4q .. 4q + 4` as four bytes (a `dp4a` operand), from words
+/// already XOR-ed with [`sign_masks`], and the quad's bias word.
 ///
-/// Fields are placed in their byte lanes with one shift and mask each; signed fields
-/// narrower than 8 bits, now `u = v ^ 2^(b-1)` in `0..2^b`, are sign-extended inside
-/// their bytes at once: `(u + (128 - 2^(b-1))) ^ 0x80` is `u - 2^(b-1)` as a byte (no
-/// carry crosses a byte).
-fn packed_quad(l: &LayoutDesc, w: &[Var], q: usize) -> Expr {
+/// Fields are placed in their byte lanes with one shift and mask each. Signed fields
+/// narrower than 8 bits are now `u = v ^ 2^(b-1) = code + 2^(b-1)` in `0..2^b`. With
+/// `biased`, the bytes stay `u` and the caller subtracts `dp4a(x, bias word)` (one
+/// `dp4a` per quad and activation row instead of two integer operations per quad:
+/// cheaper for one or two rows); otherwise they are sign-extended in place:
+/// `(u + (128 - 2^(b-1))) ^ 0x80` is `u - 2^(b-1)` as a byte (no carry crosses a byte).
+fn packed_quad(l: &LayoutDesc, w: &[Var], q: usize, biased: bool) -> (Expr, u32) {
     let mut e: Option<Expr> = None;
-    let (mut add_k, mut xor_k) = (0u32, 0u32);
+    let (mut add_k, mut xor_k, mut bias) = (0u32, 0u32, 0u32);
     for lane in 0..4 {
         let j = 4 * q + lane;
         let fd = *l.field_of(j);
@@ -229,17 +232,21 @@ fn packed_quad(l: &LayoutDesc, w: &[Var], q: usize) -> Expr {
         if fd.signed && fd.bits < 8 {
             add_k |= (128 - (1u32 << (fd.bits - 1))) << (8 * lane);
             xor_k |= 0x80 << (8 * lane);
+            bias |= (1u32 << (fd.bits - 1)) << (8 * lane);
         }
     }
     let e = e.unwrap_or(i32c(0));
     if xor_k == 0 {
-        e
+        (e, 0)
+    } else if biased {
+        (e, bias)
     } else {
-        bin(
+        let fixed = bin(
             BinOp::Xor,
             add(e, i32c(add_k as i32 as i64)),
             i32c(xor_k as i32 as i64),
-        )
+        );
+        (fixed, 0)
     }
 }
 
@@ -267,8 +274,12 @@ pub fn lower(p: &Plan, m_max: u64, o: &GpuOptions) -> Func {
     let gemv = o.gemv;
     let generic = !gemv || m_max > 8;
     let wpb = (block / 32) as i64;
-    let chunk = if o.vector { lane_chunk(p, o.lane_bytes) } else { None };
-    let mut tiles: Vec<u32> = o.m_tiles.iter().copied().filter(|&t| (1..=8).contains(&t)).collect();
+    let mut tiles: Vec<u32> = o
+        .m_tiles
+        .iter()
+        .copied()
+        .filter(|&t| (1..=8).contains(&t))
+        .collect();
     tiles.sort_unstable();
     tiles.dedup();
     // Only tiles up to the first one covering min(M max, 8) are reachable.
@@ -278,6 +289,21 @@ pub fn lower(p: &Plan, m_max: u64, o: &GpuOptions) -> Func {
     } else {
         tiles.push(8);
     }
+    // Measured on an H200 (3.5-bit, i8): chunks of 64 weights are fastest for one
+    // activation row (fewer instructions per weight), 32 for tiles of 2..8 rows (fewer
+    // registers and L1 wavefronts per activation row). Float activations are loaded
+    // one element at a time, so the lane stride (the chunk) sets how many cache lines
+    // each load instruction touches: the smallest chunk is best.
+    let prefer = match (p.int, tiles == [1]) {
+        (false, _) => 16,
+        (true, true) => 64,
+        (true, false) => 32,
+    };
+    let chunk = if o.vector {
+        lane_chunk(p, o.chunk_weights, prefer)
+    } else {
+        None
+    };
     let (dm, dn) = (p.m, p.n);
     let mut body = Vec::new();
     let gemv_grid = ceil_div(dim(dn), wpb);
@@ -292,17 +318,17 @@ pub fn lower(p: &Plan, m_max: u64, o: &GpuOptions) -> Func {
             tiles,
             match chunk {
                 Some(c) => format!(
-                    "vector lane chunk = {} bytes ({} x 16-byte loads) = {} weights, {} weights per group step, {}",
-                    c.bytes,
-                    c.bytes / 16,
+                    "vector path: lane chunks of {} weights in {} bytes, lanes interleaved (coalesced), {} chunks in flight per lane at M = 1, {} weights per group step, {}",
                     c.weights,
+                    c.bytes,
+                    o.unroll.max(1),
                     c.sub,
                     if p.int { "dp4a on byte-lane codes" } else { "f32 fma" }
                 ),
                 None => "no vector path (scalar unpack only)".into(),
             }
         ));
-        let g = gemv_body(&mut f, p, wpb, &tiles, chunk);
+        let g = gemv_body(&mut f, p, wpb, &tiles, chunk, o.unroll.max(1) as usize);
         if generic {
             body.push(Stmt::If {
                 cond: cmp(CmpOp::Le, dim(dm), i64c(8)),
@@ -360,9 +386,23 @@ fn mac(t: Ty, acc: Expr, a: Expr, code: Expr) -> Expr {
 
 /// Folds a per-group partial sum into the row's total: `f32` totals get the group's
 /// scales once; integer totals (exact `i32` output, no scales) add the partial.
-fn fold(p: &Plan, total: Var, total_ty: Ty, partial: Var, part_ty: Ty, row: &Expr, n: &Expr, g: &Expr) -> Stmt {
+#[allow(clippy::too_many_arguments)]
+fn fold(
+    p: &Plan,
+    total: Var,
+    total_ty: Ty,
+    partial: Var,
+    part_ty: Ty,
+    row: &Expr,
+    n: &Expr,
+    g: &Expr,
+) -> Stmt {
     if total_ty == Ty::F32 {
-        let x = if part_ty == Ty::F32 { var(partial) } else { cast(Ty::F32, var(partial)) };
+        let x = if part_ty == Ty::F32 {
+            var(partial)
+        } else {
+            cast(Ty::F32, var(partial))
+        };
         let groups = match p.group {
             Some(gs) => ceil_div(dim(p.k), gs as i64),
             None => i64c(1),
@@ -373,26 +413,497 @@ fn fold(p: &Plan, total: Var, total_ty: Ty, partial: Var, part_ty: Ty, row: &Exp
         };
         Stmt::Set(total, add(var(total), scaled))
     } else {
-        let x = if part_ty == total_ty { var(partial) } else { cast(total_ty, var(partial)) };
+        let x = if part_ty == total_ty {
+            var(partial)
+        } else {
+            cast(total_ty, var(partial))
+        };
         Stmt::Set(total, add(var(total), x))
     }
 }
 
-fn gemv_body(f: &mut Func, p: &Plan, wpb: i64, tiles: &[u32], chunk: Option<LaneChunk>) -> Vec<Stmt> {
+/// `x >>> s | y << (32 - s)` for a run-time `s` in `0..32` (`I32`): the low word of
+/// `y:x` shifted right by `s`, written so that `s = 0` gives `x` (the PTX backend emits
+/// one `shf.r.wrap`).
+fn funnel_var(x: Expr, y: Expr, s: Expr) -> Expr {
+    bin(
+        BinOp::Or,
+        bin(BinOp::Shr, x, s.clone()),
+        bin(BinOp::Shl, bin(BinOp::Shl, y, sub(i32c(31), s)), i32c(1)),
+    )
+}
+
+/// `x / d` for non-negative `x` and a constant `d > 0` (a shift when `d` is a power of 2).
+fn div_pos(x: Expr, d: usize) -> Expr {
+    if d.is_power_of_two() {
+        bin(BinOp::Shr, x, i64c(d.trailing_zeros() as i64))
+    } else {
+        div(x, i64c(d as i64))
+    }
+}
+
+/// `x / d` for a non-negative `I32` `x` and a constant `d > 0`.
+fn div_pos32(x: Expr, d: usize) -> Expr {
+    if d.is_power_of_two() {
+        bin(BinOp::Shr, x, i32c(d.trailing_zeros() as i64))
+    } else {
+        div(x, i32c(d as i64))
+    }
+}
+
+/// Loads the words of lane chunks `base + 32u` for `u < unroll` (`base` an `I32`
+/// chunk index) of the row starting at byte `wrow` (a multiple of 16): per chunk,
+/// `ceil(bytes / 4)` `I32` words holding it from its first bit. The address arithmetic
+/// is done once; chunk `u` is a constant offset (`32u` chunks start at the same byte
+/// phase). Every load is provably aligned for the backend.
+#[allow(clippy::too_many_arguments)]
+fn load_chunk_words(
+    f: &mut Func,
+    out: &mut Vec<Stmt>,
+    p: &Plan,
+    c: &LaneChunk,
+    wrow: Var,
+    base: Var,
+    unroll: usize,
+) -> Vec<Vec<Var>> {
+    let cb = c.bytes;
+    let nw = cb.div_ceil(4);
+    let o = f.var("wo", Ty::I32);
+    out.push(Stmt::Let(o, mul(var(base), i32c(cb as i64))));
+    let stride = |u: usize| (32 * u * cb) as i64;
+    let mut all = Vec::with_capacity(unroll);
+    if cb.is_multiple_of(4) {
+        let a = f.var("wa", Ty::I64);
+        out.push(Stmt::Let(a, add(var(wrow), cast(Ty::I64, var(o)))));
+        for u in 0..unroll {
+            let mut w = Vec::with_capacity(nw);
+            if cb.is_multiple_of(16) {
+                for v in 0..cb / 16 {
+                    let d = [0, 1, 2, 3].map(|i| f.var(format!("w{u}_{}", 4 * v + i), Ty::I32));
+                    out.push(Stmt::LoadVec4 {
+                        dst: d,
+                        buf: p.weight,
+                        offset: add(var(a), i64c(stride(u) + 16 * v as i64)),
+                    });
+                    w.extend(d);
+                }
+            } else if cb.is_multiple_of(8) {
+                for v in 0..cb / 8 {
+                    let x = f.var(format!("wd{u}_{v}"), Ty::I64);
+                    out.push(Stmt::Let(
+                        x,
+                        load_bytes(p.weight, add(var(a), i64c(stride(u) + 8 * v as i64)), 8),
+                    ));
+                    let lo = f.var(format!("w{u}_{}", 2 * v), Ty::I32);
+                    out.push(Stmt::Let(lo, cast(Ty::I32, var(x))));
+                    let hi = f.var(format!("w{u}_{}", 2 * v + 1), Ty::I32);
+                    out.push(Stmt::Let(
+                        hi,
+                        cast(Ty::I32, bin(BinOp::Shr, var(x), i64c(32))),
+                    ));
+                    w.push(lo);
+                    w.push(hi);
+                }
+            } else {
+                for v in 0..nw {
+                    let x = f.var(format!("w{u}_{v}"), Ty::I32);
+                    out.push(Stmt::Let(
+                        x,
+                        load_bytes(p.weight, add(var(a), i64c(stride(u) + 4 * v as i64)), 4),
+                    ));
+                    w.push(x);
+                }
+            }
+            all.push(w);
+        }
+        return all;
+    }
+    // Unaligned chunks: the aligned words around each, then a funnel shift. The last
+    // word is the one holding the chunk's last byte (never past the row).
+    let a = f.var("wa", Ty::I64);
+    out.push(Stmt::Let(
+        a,
+        add(var(wrow), cast(Ty::I64, bin(BinOp::And, var(o), i32c(-4)))),
+    ));
+    let lo2 = f.var("wlo", Ty::I32);
+    out.push(Stmt::Let(lo2, bin(BinOp::And, var(o), i32c(3))));
+    let sh = f.var("wsh", Ty::I32);
+    out.push(Stmt::Let(sh, bin(BinOp::Shl, var(lo2), i32c(3))));
+    let alast = f.var("wlast", Ty::I64);
+    out.push(Stmt::Let(
+        alast,
+        add(
+            var(a),
+            cast(
+                Ty::I64,
+                bin(BinOp::And, add(var(lo2), i32c(cb as i64 - 1)), i32c(-4)),
+            ),
+        ),
+    ));
+    let mut raws = Vec::with_capacity(unroll);
+    for u in 0..unroll {
+        let mut raw = Vec::with_capacity(nw + 1);
+        for v in 0..=nw {
+            let off = if v < nw {
+                add(var(a), i64c(stride(u) + 4 * v as i64))
+            } else {
+                add(var(alast), i64c(stride(u)))
+            };
+            let x = f.var(format!("wr{u}_{v}"), Ty::I32);
+            out.push(Stmt::Let(x, load_bytes(p.weight, off, 4)));
+            raw.push(x);
+        }
+        raws.push(raw);
+    }
+    for (u, raw) in raws.iter().enumerate() {
+        let mut w = Vec::with_capacity(nw);
+        for v in 0..nw {
+            let x = f.var(format!("w{u}_{v}"), Ty::I32);
+            out.push(Stmt::Let(
+                x,
+                funnel_var(var(raw[v]), var(raw[v + 1]), var(sh)),
+            ));
+            w.push(x);
+        }
+        all.push(w);
+    }
+    all
+}
+
+/// The vector path of one M tile: lanes take interleaved lane chunks (coalesced
+/// loads), `unroll` chunks per lane per iteration with every load issued before the
+/// arithmetic, then one chunk per lane for the remainder. Adds into `total` and sets
+/// `tail_start` to the first weight it did not cover.
+#[allow(clippy::too_many_arguments)]
+fn vector_path(
+    f: &mut Func,
+    p: &Plan,
+    c: LaneChunk,
+    unroll: usize,
+    n: Var,
+    lane: Var,
+    rows: &[Var],
+    total: &[Var],
+    total_ty: Ty,
+    tail_start: Var,
+) -> Vec<Stmt> {
+    let l = p.layout;
+    let dk = p.k;
+    let tm = rows.len();
+    let mut vb = Vec::new();
+    // The branch runs only when these are multiples of 16: masking makes that visible
+    // to the backend's alignment analysis without changing the values.
+    let wrow = f.var("wrow16", Ty::I64);
+    vb.push(Stmt::Let(
+        wrow,
+        mul(var(n), bin(BinOp::And, row_bytes(&l, dk), i64c(-16))),
+    ));
+    let kstride = if p.int {
+        bin(BinOp::And, dim(dk), i64c(-16))
+    } else {
+        dim(dk)
+    };
+    let arow: Vec<Var> = (0..tm)
+        .map(|i| {
+            let a = f.var(format!("xrow{i}"), Ty::I64);
+            vb.push(Stmt::Let(a, mul(var(rows[i]), kstride.clone())));
+            a
+        })
+        .collect();
+    // Without groups the lanes keep exact integer sums and convert once at the end.
+    let lane_int: Option<Vec<Var>> = (p.int && p.group.is_none()).then(|| {
+        (0..tm)
+            .map(|i| {
+                let v = f.var(format!("isum{i}"), p.acc);
+                vb.push(Stmt::Let(v, zero(p.acc)));
+                v
+            })
+            .collect()
+    });
+    let nch = f.var("nchunks", Ty::I64);
+    vb.push(Stmt::Let(nch, div_pos(dim(dk), c.weights)));
+    let lane32 = f.var("lane32", Ty::I32);
+    vb.push(Stmt::Let(lane32, Expr::Special(Special::LaneId)));
+    let per_iter = 32 * unroll;
+    let nit = f.var("niter", Ty::I64);
+    vb.push(Stmt::Let(nit, div_pos(var(nch), per_iter)));
+
+    // Chunks `base + 32u`, u < count: loads first (weights, then activations), then
+    // the arithmetic. Offsets of chunk u are constants from per-iteration bases.
+    let chunk_body = |f: &mut Func, base: Var, count: usize| -> Vec<Stmt> {
+        let mut b = Vec::new();
+        let mut words = load_chunk_words(f, &mut b, p, &c, wrow, base, count);
+        let cw = c.weights as i64;
+        let xa: Vec<Var> = (0..tm)
+            .map(|i| {
+                let x = f.var(format!("xa{i}"), Ty::I64);
+                b.push(Stmt::Let(
+                    x,
+                    add(var(arow[i]), cast(Ty::I64, mul(var(base), i32c(cw)))),
+                ));
+                x
+            })
+            .collect();
+        let mut acts: Vec<Vec<Vec<[Var; 4]>>> = Vec::new();
+        if p.int {
+            let masks = sign_masks(&l, c.weights, c.bytes.div_ceil(4));
+            for (u, w) in words.iter_mut().enumerate() {
+                for (a, &m) in masks.iter().enumerate() {
+                    if m != 0 {
+                        let x = f.var(format!("wx{u}_{a}"), Ty::I32);
+                        b.push(Stmt::Let(
+                            x,
+                            bin(BinOp::Xor, var(w[a]), i32c(m as i32 as i64)),
+                        ));
+                        w[a] = x;
+                    }
+                }
+            }
+            for u in 0..count {
+                let mut per_row = Vec::new();
+                for (i, &xai) in xa.iter().enumerate() {
+                    let mut vs = Vec::new();
+                    for v in 0..c.weights / 16 {
+                        let d =
+                            [0, 1, 2, 3].map(|x| f.var(format!("x{u}_{i}_{}", 4 * v + x), Ty::I32));
+                        b.push(Stmt::LoadVec4 {
+                            dst: d,
+                            buf: p.act,
+                            offset: add(var(xai), i64c(32 * u as i64 * cw + 16 * v as i64)),
+                        });
+                        vs.push(d);
+                    }
+                    per_row.push(vs);
+                }
+                acts.push(per_row);
+            }
+        }
+        // Group of chunk u: a constant step from the base chunk's group when 32 chunks
+        // span whole groups.
+        let g0 = f.var("gb", Ty::I32);
+        let group_step = match p.group {
+            Some(gs)
+                if (gs as usize) >= c.weights && (32 * c.weights).is_multiple_of(gs as usize) =>
+            {
+                b.push(Stmt::Let(g0, div_pos32(var(base), gs as usize / c.weights)));
+                Some((32 * c.weights / gs as usize) as i64)
+            }
+            Some(gs) if (gs as usize) < c.weights => {
+                b.push(Stmt::Let(
+                    g0,
+                    mul(var(base), i32c((c.weights / gs as usize) as i64)),
+                ));
+                Some((32 * c.weights / gs as usize) as i64)
+            }
+            _ => {
+                b.push(Stmt::Let(g0, i32c(0)));
+                None
+            }
+        };
+        for (u, w) in words.iter().enumerate() {
+            for s in 0..c.weights / c.sub {
+                let j0 = s * c.sub;
+                let gexpr = match (p.group, group_step) {
+                    (None, _) => i64c(0),
+                    (Some(_), Some(step)) => {
+                        add(cast(Ty::I64, var(g0)), i64c(step * u as i64 + s as i64))
+                    }
+                    (Some(gs), None) => cast(
+                        Ty::I64,
+                        div_pos32(add(var(base), i32c(32 * u as i64)), gs as usize / c.weights),
+                    ),
+                };
+                let part_ty = if p.int { Ty::I32 } else { Ty::F32 };
+                let parts: Vec<Var> = (0..tm)
+                    .map(|i| {
+                        let v = f.var(format!("part{u}_{i}"), part_ty);
+                        b.push(Stmt::Let(v, zero(part_ty)));
+                        v
+                    })
+                    .collect();
+                if p.int {
+                    // Bias correction for one or two rows (see `packed_quad`).
+                    let biased = tm <= 2;
+                    let corr: Vec<Var> = if biased {
+                        (0..tm)
+                            .map(|i| {
+                                let v = f.var(format!("corr{u}_{i}"), Ty::I32);
+                                b.push(Stmt::Let(v, i32c(0)));
+                                v
+                            })
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
+                    let mut any_bias = false;
+                    for q in j0 / 4..(j0 + c.sub) / 4 {
+                        let pw = f.var(format!("q{u}_{q}"), Ty::I32);
+                        let (e, bias) = packed_quad(&l, w, q, biased);
+                        b.push(Stmt::Let(pw, e));
+                        for i in 0..tm {
+                            let aw = acts[u][i][q / 4][q % 4];
+                            b.push(Stmt::Set(
+                                parts[i],
+                                Expr::Dot4 {
+                                    a: Box::new(var(aw)),
+                                    b: Box::new(var(pw)),
+                                    acc: Box::new(var(parts[i])),
+                                },
+                            ));
+                            if bias != 0 {
+                                any_bias = true;
+                                b.push(Stmt::Set(
+                                    corr[i],
+                                    Expr::Dot4 {
+                                        a: Box::new(var(aw)),
+                                        b: Box::new(i32c(bias as i32 as i64)),
+                                        acc: Box::new(var(corr[i])),
+                                    },
+                                ));
+                            }
+                        }
+                    }
+                    if any_bias {
+                        for i in 0..tm {
+                            b.push(Stmt::Set(parts[i], sub(var(parts[i]), var(corr[i]))));
+                        }
+                    }
+                } else {
+                    let mut j = j0;
+                    while j < j0 + c.sub {
+                        let run = 16.min(j0 + c.sub - j);
+                        let codes: Vec<Var> = (j..j + run)
+                            .map(|jj| {
+                                let v = f.var(format!("c{u}_{jj}"), Ty::I32);
+                                b.push(Stmt::Let(v, code_expr(&l, w, jj)));
+                                v
+                            })
+                            .collect();
+                        for i in 0..tm {
+                            b.push(Stmt::Set(
+                                parts[i],
+                                Expr::DotRun {
+                                    buf: p.act,
+                                    index: Box::new(add(
+                                        var(xa[i]),
+                                        i64c(32 * u as i64 * cw + j as i64),
+                                    )),
+                                    codes: codes.clone(),
+                                    acc: Box::new(var(parts[i])),
+                                },
+                            ));
+                        }
+                        j += run;
+                    }
+                }
+                for i in 0..tm {
+                    match &lane_int {
+                        Some(li) => b.push(Stmt::Set(
+                            li[i],
+                            add(
+                                var(li[i]),
+                                if p.acc == Ty::I32 {
+                                    var(parts[i])
+                                } else {
+                                    cast(p.acc, var(parts[i]))
+                                },
+                            ),
+                        )),
+                        None => b.push(fold(
+                            p,
+                            total[i],
+                            total_ty,
+                            parts[i],
+                            part_ty,
+                            &var(rows[i]),
+                            &var(n),
+                            &gexpr,
+                        )),
+                    }
+                }
+            }
+        }
+        b
+    };
+
+    // Full iterations: every lane has `unroll` whole chunks (a uniform loop).
+    let it = f.var("it", Ty::I64);
+    let mut ib = Vec::new();
+    let base = f.var("cbase", Ty::I32);
+    ib.push(Stmt::Let(base, add(cast(Ty::I32, var(it)), var(lane32))));
+    ib.extend(chunk_body(f, base, unroll));
+    vb.push(Stmt::For {
+        var: it,
+        start: i64c(0),
+        end: mul(var(nit), i64c(per_iter as i64)),
+        step: per_iter as i64,
+        kind: LoopKind::Serial,
+        body: ib,
+    });
+    // The remaining whole chunks, one per lane.
+    let cr = f.var("cr", Ty::I64);
+    let cr32 = f.var("cr32", Ty::I32);
+    let mut rb = vec![Stmt::Let(cr32, cast(Ty::I32, var(cr)))];
+    rb.extend(chunk_body(f, cr32, 1));
+    vb.push(Stmt::For {
+        var: cr,
+        start: add(mul(var(nit), i64c(per_iter as i64)), var(lane)),
+        end: var(nch),
+        step: 32,
+        kind: LoopKind::Serial,
+        body: rb,
+    });
+    if let Some(li) = &lane_int {
+        let z = f.var("g0", Ty::I64);
+        vb.push(Stmt::Let(z, i64c(0)));
+        for i in 0..tm {
+            vb.push(fold(
+                p,
+                total[i],
+                total_ty,
+                li[i],
+                p.acc,
+                &var(rows[i]),
+                &var(n),
+                &var(z),
+            ));
+        }
+    }
+    vb.push(Stmt::Set(tail_start, mul(var(nch), i64c(c.weights as i64))));
+    vb
+}
+
+fn gemv_body(
+    f: &mut Func,
+    p: &Plan,
+    wpb: i64,
+    tiles: &[u32],
+    chunk: Option<LaneChunk>,
+    unroll: usize,
+) -> Vec<Stmt> {
     let (dm, dn, dk) = (p.m, p.n, p.k);
     let l = p.layout;
     let mut out = Vec::new();
     let lane = f.var("lane", Ty::I64);
-    out.push(Stmt::Let(lane, cast(Ty::I64, Expr::Special(Special::LaneId))));
+    out.push(Stmt::Let(
+        lane,
+        cast(Ty::I64, Expr::Special(Special::LaneId)),
+    ));
     let warp = f.var("warp", Ty::I64);
     out.push(Stmt::Let(
         warp,
-        cast(Ty::I64, bin(BinOp::Shr, Expr::Special(Special::ThreadIdx), i32c(5))),
+        cast(
+            Ty::I64,
+            bin(BinOp::Shr, Expr::Special(Special::ThreadIdx), i32c(5)),
+        ),
     ));
     let n = f.var("n", Ty::I64);
     out.push(Stmt::Let(
         n,
-        add(mul(cast(Ty::I64, Expr::Special(Special::BlockIdx)), i64c(wpb)), var(warp)),
+        add(
+            mul(cast(Ty::I64, Expr::Special(Special::BlockIdx)), i64c(wpb)),
+            var(warp),
+        ),
     ));
     let mut row = Vec::new();
     let wrow = f.var("wrow", Ty::I64);
@@ -425,7 +936,10 @@ fn gemv_body(f: &mut Func, p: &Plan, wpb: i64, tiles: &[u32], chunk: Option<Lane
             )
         };
         let mut v = vec![Stmt::Comment(format!("M tile of {t} rows"))];
-        v.extend(gemv_tile(f, p, t as usize, n, wrow, lane, vec_ok, chunk, float_out));
+        let unroll = (unroll / t as usize).max(1);
+        v.extend(gemv_tile(
+            f, p, t as usize, n, wrow, lane, vec_ok, chunk, unroll, float_out,
+        ));
         row.push(Stmt::If { cond, then: v });
         prev = t;
     }
@@ -446,6 +960,7 @@ fn gemv_tile(
     lane: Var,
     vec_ok: Var,
     chunk: Option<LaneChunk>,
+    unroll: usize,
     float_out: bool,
 ) -> Vec<Stmt> {
     let (dm, dn, dk) = (p.m, p.n, p.k);
@@ -469,120 +984,9 @@ fn gemv_tile(
     let tail_start = f.var("tail_start", Ty::I64);
     out.push(Stmt::Let(tail_start, i64c(0)));
     if let Some(c) = chunk {
-        let mut vb = Vec::new();
-        let nch = f.var("nchunks", Ty::I64);
-        vb.push(Stmt::Let(nch, div(dim(dk), i64c(c.weights as i64))));
-        let ci = f.var("c", Ty::I64);
-        let mut cbody = Vec::new();
-        let k0 = f.var("k0", Ty::I64);
-        cbody.push(Stmt::Let(k0, mul(var(ci), i64c(c.weights as i64))));
-        let wb = f.var("wb", Ty::I64);
-        cbody.push(Stmt::Let(wb, add(var(wrow), mul(var(ci), i64c(c.bytes as i64)))));
-        let mut w = Vec::new();
-        for v in 0..c.bytes / 16 {
-            let d = [0, 1, 2, 3].map(|i| f.var(format!("w{}", 4 * v + i), Ty::I32));
-            cbody.push(Stmt::LoadVec4 {
-                dst: d,
-                buf: p.weight,
-                offset: add(var(wb), i64c(16 * v as i64)),
-            });
-            w.extend(d);
-        }
-        if p.int {
-            // Bias the signed fields once per word (see `packed_quad`).
-            for (a, m) in sign_masks(&l, c.weights, w.len()).into_iter().enumerate() {
-                if m != 0 {
-                    let x = f.var(format!("wx{a}"), Ty::I32);
-                    cbody.push(Stmt::Let(x, bin(BinOp::Xor, var(w[a]), i32c(m as i32 as i64))));
-                    w[a] = x;
-                }
-            }
-        }
-        // Activation words of the int path, loaded once per (row, 16 weights).
-        let mut act_words: Vec<Vec<Option<[Var; 4]>>> = vec![vec![None; c.weights / 16 + 1]; tm];
-        for s in 0..c.weights / c.sub {
-            let j0 = s * c.sub;
-            let g = f.var("g", Ty::I64);
-            let gexpr = match p.group {
-                Some(gs) => div(add(var(k0), i64c(j0 as i64)), i64c(gs as i64)),
-                None => i64c(0),
-            };
-            cbody.push(Stmt::Let(g, gexpr));
-            let part_ty = if p.int { Ty::I32 } else { Ty::F32 };
-            let parts: Vec<Var> = (0..tm)
-                .map(|i| {
-                    let v = f.var(format!("part{i}"), part_ty);
-                    cbody.push(Stmt::Let(v, zero(part_ty)));
-                    v
-                })
-                .collect();
-            if p.int {
-                for q in j0 / 4..(j0 + c.sub) / 4 {
-                    let pw = f.var(format!("q{q}"), Ty::I32);
-                    cbody.push(Stmt::Let(pw, packed_quad(&l, &w, q)));
-                    for i in 0..tm {
-                        let vi = q / 4;
-                        let words = match act_words[i][vi] {
-                            Some(ws) => ws,
-                            None => {
-                                let d = [0, 1, 2, 3].map(|x| f.var(format!("x{i}_{}", 4 * vi + x), Ty::I32));
-                                cbody.push(Stmt::LoadVec4 {
-                                    dst: d,
-                                    buf: p.act,
-                                    offset: add(add(var(arow[i]), var(k0)), i64c(16 * vi as i64)),
-                                });
-                                act_words[i][vi] = Some(d);
-                                d
-                            }
-                        };
-                        cbody.push(Stmt::Set(
-                            parts[i],
-                            Expr::Dot4 {
-                                a: Box::new(var(words[q % 4])),
-                                b: Box::new(var(pw)),
-                                acc: Box::new(var(parts[i])),
-                            },
-                        ));
-                    }
-                }
-            } else {
-                let mut j = j0;
-                while j < j0 + c.sub {
-                    let run = 16.min(j0 + c.sub - j);
-                    let codes: Vec<Var> = (j..j + run)
-                        .map(|jj| {
-                            let v = f.var(format!("c{jj}"), Ty::I32);
-                            cbody.push(Stmt::Let(v, code_expr(&l, &w, jj)));
-                            v
-                        })
-                        .collect();
-                    for i in 0..tm {
-                        cbody.push(Stmt::Set(
-                            parts[i],
-                            Expr::DotRun {
-                                buf: p.act,
-                                index: Box::new(add(add(var(arow[i]), var(k0)), i64c(j as i64))),
-                                codes: codes.clone(),
-                                acc: Box::new(var(parts[i])),
-                            },
-                        ));
-                    }
-                    j += run;
-                }
-            }
-            for i in 0..tm {
-                cbody.push(fold(p, total[i], total_ty, parts[i], part_ty, &var(rows[i]), &var(n), &var(g)));
-            }
-        }
-        vb.push(Stmt::For {
-            var: ci,
-            start: var(lane),
-            end: var(nch),
-            step: 32,
-            kind: LoopKind::Serial,
-            body: cbody,
-        });
-        vb.push(Stmt::Set(tail_start, mul(var(nch), i64c(c.weights as i64))));
+        let vb = vector_path(
+            f, p, c, unroll, n, lane, &rows, &total, total_ty, tail_start,
+        );
         out.push(Stmt::If {
             cond: cmp(CmpOp::Ne, var(vec_ok), i32c(0)),
             then: vb,
@@ -605,7 +1009,10 @@ fn gemv_tile(
         bin(BinOp::Max, mul(var(g), gsize.clone()), var(tail_start)),
     ));
     let kb = f.var("kb", Ty::I64);
-    gbody.push(Stmt::Let(kb, min(add(mul(var(g), gsize.clone()), gsize), dim(dk))));
+    gbody.push(Stmt::Let(
+        kb,
+        min(add(mul(var(g), gsize.clone()), gsize), dim(dk)),
+    ));
     let accs: Vec<Var> = (0..tm)
         .map(|i| {
             let v = f.var(format!("acc{i}"), p.acc);
@@ -629,7 +1036,16 @@ fn gemv_tile(
         body: kbody,
     });
     for i in 0..tm {
-        gbody.push(fold(p, total[i], total_ty, accs[i], p.acc, &var(rows[i]), &var(n), &var(g)));
+        gbody.push(fold(
+            p,
+            total[i],
+            total_ty,
+            accs[i],
+            p.acc,
+            &var(rows[i]),
+            &var(n),
+            &var(g),
+        ));
     }
     out.push(Stmt::For {
         var: g,
@@ -677,7 +1093,10 @@ fn generic_body(f: &mut Func, p: &Plan, block: u32, tm: usize) -> Vec<Stmt> {
     out.push(Stmt::Let(
         t,
         add(
-            mul(cast(Ty::I64, Expr::Special(Special::BlockIdx)), i64c(block as i64)),
+            mul(
+                cast(Ty::I64, Expr::Special(Special::BlockIdx)),
+                i64c(block as i64),
+            ),
             cast(Ty::I64, Expr::Special(Special::ThreadIdx)),
         ),
     ));
@@ -695,7 +1114,10 @@ fn generic_body(f: &mut Func, p: &Plan, block: u32, tm: usize) -> Vec<Stmt> {
     let mut total = Vec::new();
     for i in 0..tm {
         let r = f.var(format!("row{i}"), Ty::I64);
-        tb.push(Stmt::Let(r, min(add(var(m0), i64c(i as i64)), sub(dim(dm), i64c(1)))));
+        tb.push(Stmt::Let(
+            r,
+            min(add(var(m0), i64c(i as i64)), sub(dim(dm), i64c(1))),
+        ));
         let a = f.var(format!("arow{i}"), Ty::I64);
         tb.push(Stmt::Let(a, mul(var(r), dim(dk))));
         let tt = f.var(format!("total{i}"), total_ty);
@@ -723,7 +1145,10 @@ fn generic_body(f: &mut Func, p: &Plan, block: u32, tm: usize) -> Vec<Stmt> {
         .collect();
     let align = p.group.map(|g| g as usize / l.per_unit());
     let kc_end = f.var("kc_end", Ty::I64);
-    match chunk_for(&l, align).filter(|_| p.group.is_none_or(|g| g as usize % l.per_unit() == 0)) {
+    match chunk_for(&l, align).filter(|_| {
+        p.group
+            .is_none_or(|g| (g as usize).is_multiple_of(l.per_unit()))
+    }) {
         Some(c) => {
             let cw = c.weights as i64;
             gb.push(Stmt::Let(
@@ -771,7 +1196,16 @@ fn generic_body(f: &mut Func, p: &Plan, block: u32, tm: usize) -> Vec<Stmt> {
         body: kb,
     });
     for i in 0..tm {
-        gb.push(fold(p, total[i], total_ty, accs[i], p.acc, &var(rows[i]), &var(n), &var(g)));
+        gb.push(fold(
+            p,
+            total[i],
+            total_ty,
+            accs[i],
+            p.acc,
+            &var(rows[i]),
+            &var(n),
+            &var(g),
+        ));
     }
     tb.push(Stmt::For {
         var: g,

@@ -21,8 +21,12 @@ pub fn group_scale(p: &Plan, m: &Expr, n: &Expr, g: &Expr, groups: &Expr) -> Opt
         p.scales
             .iter()
             .filter_map(|&(buf, s)| match s {
-                ScaleIndex::ColGroup => Some(load(buf, add(mul(n.clone(), groups.clone()), g.clone()))),
-                ScaleIndex::RowGroup => Some(load(buf, add(mul(m.clone(), groups.clone()), g.clone()))),
+                ScaleIndex::ColGroup => {
+                    Some(load(buf, add(mul(n.clone(), groups.clone()), g.clone())))
+                }
+                ScaleIndex::RowGroup => {
+                    Some(load(buf, add(mul(m.clone(), groups.clone()), g.clone())))
+                }
                 _ => None,
             })
             .collect(),

@@ -81,7 +81,10 @@ pub fn decode_chunk(
     k_chunk: Expr,
 ) -> Vec<Var> {
     let ub = unit_stride_bits(l);
-    let byte_off = add(row_base, mul(div(k_chunk, i64c(c.weights as i64)), i64c(c.bytes as i64)));
+    let byte_off = add(
+        row_base,
+        mul(div(k_chunk, i64c(c.weights as i64)), i64c(c.bytes as i64)),
+    );
     let wide = c.bytes > 4;
     let word = f.var("word", if wide { Ty::I64 } else { Ty::I32 });
     out.push(Stmt::Let(word, load_bytes(buf, byte_off, c.bytes as u8)));
@@ -100,7 +103,14 @@ pub fn decode_chunk(
 
 /// Emits statements computing the code of weight `k` (an `I64` expression, any
 /// position) in the row starting at byte `row_base`; returns the `I32` code variable.
-pub fn decode_one(f: &mut Func, out: &mut Vec<Stmt>, l: &LayoutDesc, buf: usize, row_base: Expr, k: Expr) -> Var {
+pub fn decode_one(
+    f: &mut Func,
+    out: &mut Vec<Stmt>,
+    l: &LayoutDesc,
+    buf: usize,
+    row_base: Expr,
+    k: Expr,
+) -> Var {
     let per = l.per_unit() as i64;
     let ub = unit_stride_bits(l) as i64;
     let kv = f.var("kt", Ty::I64);
@@ -124,12 +134,18 @@ pub fn decode_one(f: &mut Func, out: &mut Vec<Stmt>, l: &LayoutDesc, buf: usize,
     let bitpos = f.var("bitpos", Ty::I64);
     out.push(Stmt::Let(
         bitpos,
-        add(mul(div(var(kv), i64c(per)), i64c(ub)), pick(&|i| fields[i].shift as i64)),
+        add(
+            mul(div(var(kv), i64c(per)), i64c(ub)),
+            pick(&|i| fields[i].shift as i64),
+        ),
     ));
     let len = f.var("len", Ty::I64);
     out.push(Stmt::Let(len, pick(&|i| fields[i].bits as i64)));
     let byte = f.var("byte", Ty::I64);
-    out.push(Stmt::Let(byte, add(row_base, bin(BinOp::Shr, var(bitpos), i64c(3)))));
+    out.push(Stmt::Let(
+        byte,
+        add(row_base, bin(BinOp::Shr, var(bitpos), i64c(3))),
+    ));
     let sh = f.var("sh", Ty::I64);
     out.push(Stmt::Let(sh, bin(BinOp::And, var(bitpos), i64c(7))));
     let w = f.var("w16", Ty::I64);
@@ -142,7 +158,11 @@ pub fn decode_one(f: &mut Func, out: &mut Vec<Stmt>, l: &LayoutDesc, buf: usize,
             bin(
                 BinOp::Or,
                 var(w),
-                bin(BinOp::Shl, cast(Ty::I64, load_bytes(buf, add(var(byte), i64c(1)), 1)), i64c(8)),
+                bin(
+                    BinOp::Shl,
+                    cast(Ty::I64, load_bytes(buf, add(var(byte), i64c(1)), 1)),
+                    i64c(8),
+                ),
             ),
         )],
     });

@@ -72,8 +72,21 @@ pub enum PtxError {
 
 type Result<T> = std::result::Result<T, PtxError>;
 
+/// Options of the PTX module beyond the function itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PtxOptions {
+    /// `.minnctapersm`: ask `ptxas` to fit this many blocks per multiprocessor (it caps
+    /// the registers per thread accordingly).
+    pub min_blocks_per_sm: Option<u32>,
+}
+
 /// Emits the PTX module of a GPU function for `arch`.
 pub fn emit(func: &Func, arch: Arch) -> Result<String> {
+    emit_with(func, arch, &PtxOptions::default())
+}
+
+/// [`emit`] with module options.
+pub fn emit_with(func: &Func, arch: Arch, opts: &PtxOptions) -> Result<String> {
     let block = match &func.launch {
         Launch::Gpu { block, .. } => *block,
         Launch::Cpu => return Err(PtxError::NotGpu(func.name.clone())),
@@ -102,6 +115,7 @@ pub fn emit(func: &Func, arch: Arch) -> Result<String> {
         vars: Vec::new(),
         bufs: Vec::new(),
         dims: Vec::new(),
+        align: var_alignments(func),
     };
     for (i, v) in func.vars.iter().enumerate() {
         let name = format!("%{}_{i}", ident(&v.name));
@@ -121,7 +135,11 @@ pub fn emit(func: &Func, arch: Arch) -> Result<String> {
         tx.dims.push(r);
     }
     tx.block(&func.body)?;
-    Ok(tx.w.finish(&header, &entry, &params, &format!(".maxntid {block}, 1, 1\n")))
+    let mut directives = format!(".maxntid {block}, 1, 1\n");
+    if let Some(n) = opts.min_blocks_per_sm.filter(|&n| n > 0) {
+        directives.push_str(&format!(".minnctapersm {n}\n"));
+    }
+    Ok(tx.w.finish(&header, &entry, &params, &directives))
 }
 
 /// The `.entry` name of a function's module.
@@ -134,7 +152,7 @@ pub fn launch_shape(func: &Func, dims: &[i64]) -> Result<(u32, u32)> {
     let Launch::Gpu { grid, block } = &func.launch else {
         return Err(PtxError::NotGpu(func.name.clone()));
     };
-    let g = host_eval(func, grid, dims)?;
+    let g = host_eval(grid, dims)?;
     if !(1..=i32::MAX as i64).contains(&g) {
         return Err(PtxError::Grid(format!("{g} blocks is outside 1..=2^31-1")));
     }
@@ -142,8 +160,8 @@ pub fn launch_shape(func: &Func, dims: &[i64]) -> Result<(u32, u32)> {
 }
 
 /// Evaluates a dims-only `I64`/`I32` expression on the host.
-fn host_eval(f: &Func, e: &Expr, dims: &[i64]) -> Result<i64> {
-    let r = |x: &Expr| host_eval(f, x, dims);
+fn host_eval(e: &Expr, dims: &[i64]) -> Result<i64> {
+    let r = |x: &Expr| host_eval(x, dims);
     Ok(match e {
         Expr::Int(v, _) => *v,
         Expr::Dim(d) => *dims
@@ -172,7 +190,9 @@ fn host_eval(f: &Func, e: &Expr, dims: &[i64]) -> Result<i64> {
                 BinOp::Add => x.wrapping_add(y),
                 BinOp::Sub => x.wrapping_sub(y),
                 BinOp::Mul => x.wrapping_mul(y),
-                BinOp::Div | BinOp::Rem if y == 0 => return Err(PtxError::Grid("division by zero".into())),
+                BinOp::Div | BinOp::Rem if y == 0 => {
+                    return Err(PtxError::Grid("division by zero".into()))
+                }
                 BinOp::Div => x / y,
                 BinOp::Rem => x % y,
                 BinOp::Min => x.min(y),
@@ -251,12 +271,55 @@ fn int_imm(v: i64, t: Ty) -> Val {
     }
 }
 
+/// Splits an `I64` index into a variable part (if any) and the sum of the integer
+/// constants of its top-level tree of `I64` additions.
+fn split_offset(e: &Expr) -> (Option<Expr>, i64) {
+    match e {
+        Expr::Int(c, Ty::I64) => (None, *c),
+        Expr::Bin(BinOp::Add, a, b) => {
+            let (ea, ca) = split_offset(a);
+            let (eb, cb) = split_offset(b);
+            let rest = match (ea, eb) {
+                (Some(x), Some(y)) => Some(Expr::Bin(BinOp::Add, Box::new(x), Box::new(y))),
+                (x, None) => x,
+                (None, y) => y,
+            };
+            (rest, ca + cb)
+        }
+        other => (Some(other.clone()), 0),
+    }
+}
+
+/// A funnel shift on `I32` operands, either operand order: `(x >>> c) | (y << (32 - c))`
+/// with constant `c`, or `(x >>> s) | ((y << (31 - s)) << 1)` with a run-time `s` in
+/// `0..32`: `(x, y, shift)`.
+fn funnel_any<'e>(a: &'e Expr, b: &'e Expr) -> Option<(&'e Expr, &'e Expr, &'e Expr)> {
+    let one = |r: &'e Expr, l: &'e Expr| -> Option<(&'e Expr, &'e Expr, &'e Expr)> {
+        let (Expr::Bin(BinOp::Shr, x, s), Expr::Bin(BinOp::Shl, inner, one)) = (r, l) else {
+            return None;
+        };
+        if **one != Expr::Int(1, Ty::I32) {
+            return None;
+        }
+        let Expr::Bin(BinOp::Shl, y, amt) = &**inner else {
+            return None;
+        };
+        let Expr::Bin(BinOp::Sub, k31, s2) = &**amt else {
+            return None;
+        };
+        (**k31 == Expr::Int(31, Ty::I32) && s2 == s).then_some((&**x, &**y, &**s))
+    };
+    one(a, b).or_else(|| one(b, a))
+}
+
 /// `(x >>> c) | (y << (32 - c))` on `I32`, either operand order: `(x, y, c)`.
 fn funnel_parts<'e>(a: &'e Expr, b: &'e Expr) -> Option<(&'e Expr, &'e Expr, i64)> {
     let one = |r: &'e Expr, l: &'e Expr| -> Option<(&'e Expr, &'e Expr, i64)> {
         match (r, l) {
             (Expr::Bin(BinOp::Shr, x, c1), Expr::Bin(BinOp::Shl, y, c2)) => match (&**c1, &**c2) {
-                (Expr::Int(c1, Ty::I32), Expr::Int(c2, Ty::I32)) if *c1 > 0 && *c2 > 0 && c1 + c2 == 32 => {
+                (Expr::Int(c1, Ty::I32), Expr::Int(c2, Ty::I32))
+                    if *c1 > 0 && *c2 > 0 && c1 + c2 == 32 =>
+                {
                     Some((x, y, *c1))
                 }
                 _ => None,
@@ -273,11 +336,103 @@ struct Tx<'a> {
     vars: Vec<String>,
     bufs: Vec<String>,
     dims: Vec<String>,
+    /// Proven alignment (a power of two) of each variable's value.
+    align: Vec<u64>,
+}
+
+/// No known bound on the alignment (a value that is always 0).
+const TOP: u64 = 1 << 62;
+
+/// Alignment of an integer expression's value: the largest power of two it is proven to
+/// be a multiple of, given the variables' alignments.
+fn align_of(e: &Expr, va: &[u64]) -> u64 {
+    let a = |x: &Expr| align_of(x, va);
+    match e {
+        Expr::Int(0, _) => TOP,
+        Expr::Int(c, _) => (1u64 << c.trailing_zeros().min(62)).min(TOP),
+        Expr::Var(v) => va[v.0 as usize],
+        Expr::Bin(BinOp::Add | BinOp::Sub | BinOp::Min | BinOp::Max, x, y) => a(x).min(a(y)),
+        Expr::Bin(BinOp::Mul, x, y) => a(x).saturating_mul(a(y)).min(TOP),
+        Expr::Bin(BinOp::And, x, y) => a(x).max(a(y)),
+        Expr::Bin(BinOp::Shl, x, y) => match **y {
+            Expr::Int(s, _) if (0..62).contains(&s) => a(x).saturating_mul(1 << s).min(TOP),
+            _ => 1,
+        },
+        Expr::Select(_, x, y) => a(x).min(a(y)),
+        Expr::Cast(Ty::I64 | Ty::I32, x) => a(x),
+        _ => 1,
+    }
+}
+
+/// Alignments of every variable: the minimum over all of its definitions, to a fixed
+/// point (loop variables count their start and step).
+fn var_alignments(f: &Func) -> Vec<u64> {
+    enum Def<'e> {
+        E(&'e Expr),
+        Loop(&'e Expr, i64),
+        Unknown,
+    }
+    fn collect<'e>(body: &'e [Stmt], out: &mut Vec<(usize, Def<'e>)>) {
+        for s in body {
+            match s {
+                Stmt::Let(v, e) | Stmt::Set(v, e) => out.push((v.0 as usize, Def::E(e))),
+                Stmt::For {
+                    var,
+                    start,
+                    step,
+                    body,
+                    ..
+                } => {
+                    out.push((var.0 as usize, Def::Loop(start, *step)));
+                    collect(body, out);
+                }
+                Stmt::If { then, .. } => collect(then, out),
+                Stmt::LoadVec4 { dst, .. } => {
+                    for d in dst {
+                        out.push((d.0 as usize, Def::Unknown));
+                    }
+                }
+                Stmt::WarpSum(v) => out.push((v.0 as usize, Def::Unknown)),
+                _ => {}
+            }
+        }
+    }
+    let mut defs = Vec::new();
+    collect(&f.body, &mut defs);
+    let mut va = vec![TOP; f.vars.len()];
+    for (i, v) in f.vars.iter().enumerate() {
+        if v.ty == Ty::F32 {
+            va[i] = 1;
+        }
+    }
+    loop {
+        let mut changed = false;
+        for (v, d) in &defs {
+            let n = match d {
+                Def::E(e) => align_of(e, &va),
+                Def::Loop(start, step) => {
+                    align_of(start, &va).min(align_of(&Expr::Int(*step, Ty::I64), &va))
+                }
+                Def::Unknown => 1,
+            };
+            if n < va[*v] {
+                va[*v] = n;
+                changed = true;
+            }
+        }
+        if !changed {
+            return va;
+        }
+    }
 }
 
 impl Tx<'_> {
     fn unsupported<T>(&self, what: impl Into<String>) -> Result<T> {
-        Err(PtxError::Unsupported(format!("{} in `{}`", what.into(), self.f.name)))
+        Err(PtxError::Unsupported(format!(
+            "{} in `{}`",
+            what.into(),
+            self.f.name
+        )))
     }
 
     /// The operand in a register (immediates are moved into a fresh one).
@@ -297,20 +452,18 @@ impl Tx<'_> {
     /// `[reg+offset]` for element `index` of buffer `buf` (elements of `size` bytes).
     fn address(&mut self, buf: usize, index: &Expr, size: i64) -> Result<(String, i64)> {
         let base = self.bufs[buf].clone();
-        let (idx, off) = match index {
-            Expr::Int(c, _) => (None, *c),
-            Expr::Bin(BinOp::Add, x, c) => match &**c {
-                Expr::Int(c, _) if *c >= 0 => (Some(&**x), *c),
-                _ => (Some(index), 0),
-            },
-            _ => (Some(index), 0),
-        };
+        // Constants anywhere in a tree of `I64` additions become the immediate offset.
+        let (idx, off) = split_offset(index);
         let off = off * size;
         let reg = match idx {
             None => base,
             Some(e) => {
-                let v = self.expr(e)?;
-                let v = if v.ty == Ty::I64 { v } else { self.convert(v, Ty::I64)? };
+                let v = self.expr(&e)?;
+                let v = if v.ty == Ty::I64 {
+                    v
+                } else {
+                    self.convert(v, Ty::I64)?
+                };
                 let r = self.in_reg(v);
                 let a = self.w.reg(Class::B64);
                 if size == 1 {
@@ -433,10 +586,13 @@ impl Tx<'_> {
                     (CmpOp::Ne, Ty::F32) => "neu",
                     (CmpOp::Ne, _) => "ne",
                 };
-                self.w.ins(format!("setp.{o}.{} {p}, {ra}, {}", sty(t), vb.s));
+                self.w
+                    .ins(format!("setp.{o}.{} {p}, {ra}, {}", sty(t), vb.s));
                 Ok(p)
             }
-            Expr::Bin(BinOp::And, a, b) if matches!(**a, Expr::Cmp(..)) && matches!(**b, Expr::Cmp(..)) => {
+            Expr::Bin(BinOp::And, a, b)
+                if matches!(**a, Expr::Cmp(..)) && matches!(**b, Expr::Cmp(..)) =>
+            {
                 let pa = self.cond(a)?;
                 let pb = self.cond(b)?;
                 let p = self.w.reg(Class::Pred);
@@ -448,7 +604,11 @@ impl Tx<'_> {
                 let v = self.expr(e)?;
                 let r = self.in_reg(v);
                 let p = self.w.reg(Class::Pred);
-                let z = if t == Ty::F32 { f32_imm(0.0) } else { "0".into() };
+                let z = if t == Ty::F32 {
+                    f32_imm(0.0)
+                } else {
+                    "0".into()
+                };
                 let o = if t == Ty::F32 { "neu" } else { "ne" };
                 self.w.ins(format!("setp.{o}.{} {p}, {r}, {z}", sty(t)));
                 Ok(p)
@@ -494,7 +654,8 @@ impl Tx<'_> {
                 let va = self.expr(a)?;
                 let vb = self.expr(b)?;
                 let d = self.fresh(t);
-                self.w.ins(format!("selp.{} {d}, {}, {}, {p}", bty(t), va.s, vb.s));
+                self.w
+                    .ins(format!("selp.{} {d}, {}, {}, {p}", bty(t), va.s, vb.s));
                 Ok(Val::reg(d, t))
             }
             Expr::Cast(t, a) => {
@@ -533,7 +694,12 @@ impl Tx<'_> {
                 }
                 Ok(Val::reg(d, t))
             }
-            Expr::DotRun { buf, index, codes, acc } => {
+            Expr::DotRun {
+                buf,
+                index,
+                codes,
+                acc,
+            } => {
                 let t = self.f.ty(acc);
                 let va = self.expr(acc)?;
                 let d = self.fresh(t);
@@ -548,7 +714,9 @@ impl Tx<'_> {
                     let cr = self.in_reg(cv);
                     match t {
                         Ty::F32 => self.w.ins(format!("fma.rn.f32 {d}, {}, {cr}, {d}", a.s)),
-                        _ => self.w.ins(format!("mad.lo.{} {d}, {}, {cr}, {d}", sty(t), a.s)),
+                        _ => self
+                            .w
+                            .ins(format!("mad.lo.{} {d}, {}, {cr}, {d}", sty(t), a.s)),
                     }
                 }
                 Ok(Val::reg(d, t))
@@ -571,14 +739,29 @@ impl Tx<'_> {
         if !(1..=8).contains(&bytes) {
             return self.unsupported(format!("a {bytes}-byte load"));
         }
-        let (r, off) = self.address(buf, offset, 1)?;
         let ld = self.ld_space(buf);
+        if matches!(bytes, 2 | 4 | 8) && align_of(offset, &self.align) >= bytes as u64 {
+            // Buffers are at least 256-byte aligned: one naturally aligned load.
+            let (r, off) = self.address(buf, offset, 1)?;
+            let m = Self::memref(&r, off);
+            return Ok(if bytes == 8 {
+                let d = self.w.reg(Class::B64);
+                self.w.ins(format!("{ld}.u64 {d}, {m}"));
+                Val::reg(d, Ty::I64)
+            } else {
+                let d = self.w.reg(Class::B32);
+                self.w.ins(format!("{ld}.u{} {d}, {m}", 8 * bytes));
+                Val::reg(d, Ty::I32)
+            });
+        }
+        let (r, off) = self.address(buf, offset, 1)?;
         let mut words = Vec::new();
         for w0 in (0..bytes).step_by(4) {
             let mut acc: Option<String> = None;
             for i in w0..bytes.min(w0 + 4) {
                 let b = self.w.reg(Class::B32);
-                self.w.ins(format!("{ld}.u8 {b}, {}", Self::memref(&r, off + i as i64)));
+                self.w
+                    .ins(format!("{ld}.u8 {b}, {}", Self::memref(&r, off + i as i64)));
                 acc = Some(match acc {
                     None => b,
                     Some(a) => {
@@ -598,13 +781,25 @@ impl Tx<'_> {
             return Ok(Val::reg(words.remove(0), Ty::I32));
         }
         let d = self.w.reg(Class::B64);
-        self.w.ins(format!("mov.b64 {d}, {{{}, {}}}", words[0], words[1]));
+        self.w
+            .ins(format!("mov.b64 {d}, {{{}, {}}}", words[0], words[1]));
         Ok(Val::reg(d, Ty::I64))
     }
 
     fn binary(&mut self, op: BinOp, a: &Expr, b: &Expr) -> Result<Val> {
         let t = self.f.ty(a);
         if t == Ty::I32 && op == BinOp::Or {
+            if let Some((x, y, sh)) = funnel_any(a, b) {
+                let vx = self.expr(x)?;
+                let rx = self.in_reg(vx);
+                let vy = self.expr(y)?;
+                let ry = self.in_reg(vy);
+                let vs = self.expr(sh)?;
+                let d = self.w.reg(Class::B32);
+                self.w
+                    .ins(format!("shf.r.wrap.b32 {d}, {rx}, {ry}, {}", vs.s));
+                return Ok(Val::reg(d, Ty::I32));
+            }
             if let Some((x, y, c)) = funnel_parts(a, b) {
                 let vx = self.expr(x)?;
                 let rx = self.in_reg(vx);
@@ -634,6 +829,26 @@ impl Tx<'_> {
             return Ok(Val::reg(d, t));
         }
         let s = sty(t);
+        if let (BinOp::Div | BinOp::Rem, Some(c)) = (op, vb.imm) {
+            if c > 1 && (c as u64).is_power_of_two() {
+                // Truncating signed division by 2^k: bias negative values by 2^k - 1.
+                let k = c.trailing_zeros() as i64;
+                let sign = self.fresh(t);
+                self.w.ins(format!("shr.s{n} {sign}, {ra}, {}", n - 1));
+                let bias = self.fresh(t);
+                self.w.ins(format!("shr.u{n} {bias}, {sign}, {}", n - k));
+                let biased = self.fresh(t);
+                self.w.ins(format!("add.{s} {biased}, {ra}, {bias}"));
+                if op == BinOp::Div {
+                    self.w.ins(format!("shr.s{n} {d}, {biased}, {k}"));
+                } else {
+                    let q = self.fresh(t);
+                    self.w.ins(format!("and.b{n} {q}, {biased}, {}", -c));
+                    self.w.ins(format!("sub.{s} {d}, {ra}, {q}"));
+                }
+                return Ok(Val::reg(d, t));
+            }
+        }
         let o = match op {
             BinOp::Add => format!("add.{s}"),
             BinOp::Sub => format!("sub.{s}"),
@@ -759,7 +974,10 @@ impl Tx<'_> {
             }
             Stmt::LoadVec4 { dst, buf, offset } => {
                 let (r, off) = self.address(*buf, offset, 1)?;
-                let d: Vec<String> = dst.iter().map(|v| self.vars[v.0 as usize].clone()).collect();
+                let d: Vec<String> = dst
+                    .iter()
+                    .map(|v| self.vars[v.0 as usize].clone())
+                    .collect();
                 let ld = self.ld_space(*buf);
                 self.w.ins(format!(
                     "{ld}.v4.u32 {{{}, {}, {}, {}}}, {}",
@@ -777,14 +995,16 @@ impl Tx<'_> {
                     match t {
                         Ty::I32 => {
                             let x = self.w.reg(Class::B32);
-                            self.w.ins(format!("shfl.sync.bfly.b32 {x}, {r}, {off}, 31, -1"));
+                            self.w
+                                .ins(format!("shfl.sync.bfly.b32 {x}, {r}, {off}, 31, -1"));
                             self.w.ins(format!("add.s32 {r}, {r}, {x}"));
                         }
                         Ty::F32 => {
                             let b = self.w.reg(Class::B32);
                             self.w.ins(format!("mov.b32 {b}, {r}"));
                             let x = self.w.reg(Class::B32);
-                            self.w.ins(format!("shfl.sync.bfly.b32 {x}, {b}, {off}, 31, -1"));
+                            self.w
+                                .ins(format!("shfl.sync.bfly.b32 {x}, {b}, {off}, 31, -1"));
                             let y = self.w.reg(Class::F32);
                             self.w.ins(format!("mov.b32 {y}, {x}"));
                             self.w.ins(format!("add.f32 {r}, {r}, {y}"));
@@ -793,8 +1013,10 @@ impl Tx<'_> {
                             let (lo, hi) = (self.w.reg(Class::B32), self.w.reg(Class::B32));
                             self.w.ins(format!("mov.b64 {{{lo}, {hi}}}, {r}"));
                             let (xl, xh) = (self.w.reg(Class::B32), self.w.reg(Class::B32));
-                            self.w.ins(format!("shfl.sync.bfly.b32 {xl}, {lo}, {off}, 31, -1"));
-                            self.w.ins(format!("shfl.sync.bfly.b32 {xh}, {hi}, {off}, 31, -1"));
+                            self.w
+                                .ins(format!("shfl.sync.bfly.b32 {xl}, {lo}, {off}, 31, -1"));
+                            self.w
+                                .ins(format!("shfl.sync.bfly.b32 {xh}, {hi}, {off}, 31, -1"));
                             let y = self.w.reg(Class::B64);
                             self.w.ins(format!("mov.b64 {y}, {{{xl}, {xh}}}"));
                             self.w.ins(format!("add.s64 {r}, {r}, {y}"));

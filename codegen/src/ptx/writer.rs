@@ -106,7 +106,13 @@ impl Writer {
         let _ = writeln!(out, "{{");
         for (i, c) in CLASSES.iter().enumerate() {
             if self.counts[i] > 0 {
-                let _ = writeln!(out, "\t.reg {} {}<{}>;", c.decl(), c.prefix(), self.counts[i]);
+                let _ = writeln!(
+                    out,
+                    "\t.reg {} {}<{}>;",
+                    c.decl(),
+                    c.prefix(),
+                    self.counts[i]
+                );
             }
         }
         for (c, name) in &self.named {
@@ -129,7 +135,13 @@ pub fn f32_imm(v: f32) -> String {
 pub fn ident(name: &str) -> String {
     let mut s: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if !s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
         s.insert(0, '_');
