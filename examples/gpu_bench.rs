@@ -7,7 +7,7 @@
 //! cargo run --release --example gpu_bench -- [--kernel examples/kernels/gemv_w3p5.qk]
 //!     [--shapes 8192x8192,8192x28672,28672x8192,14336x4096] [--m 1,4,8]
 //!     [--copies 8] [--iters 200] [--peak 4.24] [--no-check] [--dump-ptx DIR]
-//!     [--block 128,256] [--unroll 2,4,8] [--chunk auto,32] [--min-blocks 0,12]
+//!     [--backend qkc,llvm] [--block 128,256] [--unroll 2,4,8] [--chunk auto,32] [--min-blocks 0,12]
 //!     (a sweep over lowerings; --min-blocks sets `.minnctapersm`, 0 = none)
 //! ```
 //! Shapes are K×N (K the reduction). Every shape is first checked against the
@@ -19,7 +19,7 @@ use qkc::codegen::ptx::PtxOptions;
 use qkc::dsl::host::{HostBuf, Rng};
 use qkc::dsl::interp;
 use qkc::dsl::ir::{Dims, ElemType, Kernel, Role, Scalar, ScaleIndex};
-use qkc::runtime::cuda::{CudaDevice, CudaKernel, CudaOptions};
+use qkc::runtime::cuda::{CudaDevice, CudaKernel, CudaOptions, PtxSource};
 
 struct Args {
     kernel: String,
@@ -34,6 +34,7 @@ struct Args {
     unrolls: Vec<u32>,
     chunks: Vec<u32>,
     min_blocks: Vec<u32>,
+    sources: Vec<PtxSource>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -50,6 +51,7 @@ fn parse() -> Result<Args, String> {
         unrolls: vec![4],
         chunks: vec![0],
         min_blocks: vec![0],
+        sources: vec![PtxSource::Qkc],
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -85,6 +87,19 @@ fn parse() -> Result<Args, String> {
             "--unroll" => a.unrolls = list(&val()?)?,
             "--chunk" => a.chunks = list(&val()?)?,
             "--min-blocks" => a.min_blocks = list(&val()?)?,
+            "--backend" => {
+                a.sources = val()?
+                    .split(',')
+                    .map(|b| match b {
+                        "qkc" => Ok(PtxSource::Qkc),
+                        #[cfg(feature = "llvm")]
+                        "llvm" => Ok(PtxSource::Llvm),
+                        other => Err(format!(
+                            "unknown backend {other}: qkc, or llvm (with --features llvm)"
+                        )),
+                    })
+                    .collect::<Result<_, _>>()?
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -187,7 +202,11 @@ fn real_main() -> Result<(), String> {
     for &block in &a.blocks {
         for &unroll in &a.unrolls {
             for &chunk in &a.chunks {
-                for &mb in &a.min_blocks {
+                for (&mb, &source) in a
+                    .min_blocks
+                    .iter()
+                    .flat_map(|mb| a.sources.iter().map(move |s| (mb, s)))
+                {
                     let o = GpuOptions {
                         block,
                         unroll,
@@ -199,6 +218,7 @@ fn real_main() -> Result<(), String> {
                         ptx: PtxOptions {
                             min_blocks_per_sm: (mb > 0).then_some(mb),
                         },
+                        source,
                         ..CudaOptions::default()
                     };
                     let kernel = CudaKernel::new(&dev, &k, &opts).map_err(|e| e.to_string())?;
@@ -213,7 +233,14 @@ fn real_main() -> Result<(), String> {
                         format!(", min blocks {mb}")
                     };
                     variants.push(Variant {
-                        label: format!("block {block}, unroll {unroll}, chunk {chunk_s}{mb_s}"),
+                        label: format!(
+                            "{} PTX, block {block}, unroll {unroll}, chunk {chunk_s}{mb_s}",
+                            match source {
+                                PtxSource::Qkc => "qkc",
+                                #[cfg(feature = "llvm")]
+                                PtxSource::Llvm => "LLVM",
+                            }
+                        ),
                         kernel,
                     });
                 }

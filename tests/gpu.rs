@@ -14,7 +14,7 @@ mod gpu_common;
 use std::sync::Arc;
 
 use gpu_common::*;
-use qkc::runtime::cuda::{CudaDevice, CudaKernel, CudaOptions};
+use qkc::runtime::cuda::{CudaDevice, CudaKernel, CudaOptions, PtxSource};
 use qkc_dsl::host::random_inputs;
 use qkc_dsl::ir::Kernel;
 
@@ -70,8 +70,12 @@ fn shapes() -> Vec<(u64, u64, u64)> {
     s
 }
 
-fn check_kernel(dev: &Arc<CudaDevice>, k: &Kernel, seed: u64) -> Vec<String> {
-    let ck = match CudaKernel::new(dev, k, &CudaOptions::default()) {
+fn check_kernel(dev: &Arc<CudaDevice>, k: &Kernel, seed: u64, source: PtxSource) -> Vec<String> {
+    let opts = CudaOptions {
+        source,
+        ..CudaOptions::default()
+    };
+    let ck = match CudaKernel::new(dev, k, &opts) {
         Ok(c) => c,
         Err(e) => return vec![format!("{}: {e}", k.name)],
     };
@@ -97,10 +101,21 @@ fn check_kernel(dev: &Arc<CudaDevice>, k: &Kernel, seed: u64) -> Vec<String> {
 
 #[test]
 fn gpu_matches_reference() {
+    check_all(PtxSource::Qkc);
+}
+
+/// The same kernels and shapes through LLVM's NVPTX backend (same loop IR, same launcher).
+#[cfg(feature = "llvm")]
+#[test]
+fn llvm_nvptx_matches_reference() {
+    check_all(PtxSource::Llvm);
+}
+
+fn check_all(source: PtxSource) {
     let Some(dev) = device() else { return };
     let seed = seed();
     println!(
-        "device: {} ({}), seed {seed}",
+        "PTX from {source:?}; device: {} ({}), seed {seed}",
         dev.name(),
         dev.arch().name()
     );
@@ -133,7 +148,7 @@ fn gpu_matches_reference() {
                         .iter()
                         .skip(t)
                         .step_by(threads)
-                        .flat_map(|k| check_kernel(dev, k, seed))
+                        .flat_map(|k| check_kernel(dev, k, seed, source))
                         .collect::<Vec<_>>()
                 })
             })

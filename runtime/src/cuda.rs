@@ -182,9 +182,23 @@ impl CudaDevice {
     }
 }
 
+/// Which code generator writes the PTX that a [`CudaKernel`] loads. Both read the
+/// same GPU loop-IR functions and are launched identically (buffers, output, dims).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PtxSource {
+    /// qkc's own PTX writer (`qkc_codegen::ptx`).
+    #[default]
+    Qkc,
+    /// LLVM's NVPTX target (`qkc_codegen::llvm`, cargo feature `llvm`).
+    #[cfg(feature = "llvm")]
+    Llvm,
+}
+
 /// How a [`CudaKernel`] is compiled.
 #[derive(Clone, Debug, Default)]
 pub struct CudaOptions {
+    /// Which code generator writes the PTX.
+    pub source: PtxSource,
     /// GPU lowering options (default: [`GpuOptions::for_kernel`]); `max_m` and
     /// `m_tiles` are set per M bucket.
     pub gpu: Option<GpuOptions>,
@@ -208,6 +222,7 @@ pub struct CudaKernel {
     kernel: Kernel,
     arch: Arch,
     ptx: PtxOptions,
+    source: PtxSource,
     variants: Vec<Variant>,
 }
 
@@ -263,17 +278,42 @@ impl CudaKernel {
                 function: OnceLock::new(),
             });
         }
-        // Catch emitter failures now rather than at the first launch.
-        for v in &variants {
-            ptx::emit_with(&v.func, arch, &opts.ptx)?;
-        }
-        Ok(CudaKernel {
+        let ck = CudaKernel {
             dev: dev.clone(),
             kernel: kernel.clone(),
             arch,
             ptx: opts.ptx,
+            source: opts.source,
             variants,
-        })
+        };
+        // Catch emitter failures now rather than at the first launch.
+        for v in &ck.variants {
+            ck.module_text(&v.func)?;
+        }
+        Ok(ck)
+    }
+
+    /// The PTX text and entry name of one variant, from the chosen code generator.
+    fn module_text(&self, func: &Func) -> Result<(String, String), CudaError> {
+        match self.source {
+            PtxSource::Qkc => Ok((
+                ptx::emit_with(func, self.arch, &self.ptx)?,
+                ptx::entry_name(func),
+            )),
+            #[cfg(feature = "llvm")]
+            PtxSource::Llvm => {
+                use qkc_codegen::llvm::{compile_nvptx, NvptxArch};
+                let arch = match self.arch {
+                    Arch::Sm80 => NvptxArch::Sm80,
+                    Arch::Sm90 => NvptxArch::Sm90,
+                };
+                let code = compile_nvptx(func, arch).map_err(|e| CudaError::Load {
+                    kernel: self.kernel.name.clone(),
+                    err: format!("LLVM NVPTX: {e}"),
+                })?;
+                Ok((code.ptx().to_string(), code.kernel.clone()))
+            }
+        }
     }
 
     pub fn kernel(&self) -> &Kernel {
@@ -301,18 +341,14 @@ impl CudaKernel {
 
     /// The PTX module that runs for `M = m`.
     pub fn ptx(&self, m: u64) -> Result<String, CudaError> {
-        Ok(ptx::emit_with(
-            &self.variant(m)?.func,
-            self.arch,
-            &self.ptx,
-        )?)
+        Ok(self.module_text(&self.variant(m)?.func)?.0)
     }
 
     fn function(&self, v: &Variant) -> Result<CudaFunction, CudaError> {
         if let Some(f) = v.function.get() {
             return Ok(f.clone());
         }
-        let text = ptx::emit_with(&v.func, self.arch, &self.ptx)?;
+        let (text, entry) = self.module_text(&v.func)?;
         let load = |err: String| CudaError::Load {
             kernel: self.kernel.name.clone(),
             err,
@@ -322,7 +358,6 @@ impl CudaKernel {
             .ctx
             .load_module(Ptx::from_src(text))
             .map_err(|e| load(format!("{e:?}")))?;
-        let entry = ptx::entry_name(&v.func);
         let f = module
             .load_function(&entry)
             .map_err(|e| load(format!("{e:?}")))?;

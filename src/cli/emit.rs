@@ -10,7 +10,7 @@ pub struct EmitArgs {
     pub file: PathBuf,
     /// What to emit: `ir` (typed IR), `loop-ir` (CPU schedule), `clif`, `asm` (Cranelift),
     /// `ptx` (with --arch sm_80|sm_90), `hip` (with --arch gfx90a..), and with
-    /// `--features llvm`: `llvm-ir`, `amdgpu` (--arch gfx90a|gfx942|gfx1100), `nvptx`.
+    /// `--features llvm`: `llvm-ir`, `llvm-asm` (host), `amdgpu` (--arch gfx90a|gfx942|gfx1100), `nvptx`.
     #[arg(long, default_value = "ir")]
     pub target: String,
     /// Which kernel of the file (default: the first).
@@ -56,9 +56,9 @@ pub fn run(a: &EmitArgs) -> miette::Result<()> {
         "hip" => emit_hip(a, k),
         "ptx" => emit_ptx(a, k),
         #[cfg(feature = "llvm")]
-        "llvm-ir" | "amdgpu" | "nvptx" => emit_llvm(a, k),
+        "llvm-ir" | "llvm-asm" | "amdgpu" | "nvptx" => emit_llvm(a, k),
         #[cfg(not(feature = "llvm"))]
-        "llvm-ir" | "amdgpu" | "nvptx" => Err(miette!(
+        "llvm-ir" | "llvm-asm" | "amdgpu" | "nvptx" => Err(miette!(
             "target `{}` needs the LLVM backend: rebuild with `--features llvm`",
             a.target
         )),
@@ -173,6 +173,17 @@ fn emit_llvm(a: &EmitArgs, k: &qkc_dsl::ir::Kernel) -> miette::Result<()> {
         Ok(())
     };
     match a.target.as_str() {
+        "llvm-asm" => {
+            // Host assembly of the O3-optimized CPU kernel, as `llvm-cpu` runs it.
+            let f = lower_cpu(k, &CpuOptions::for_kernel(k));
+            let opts = llvm::JitOptions {
+                keep_text: true,
+                reassociate: true,
+                ..llvm::JitOptions::default()
+            };
+            let jit = llvm::compile_cpu(&f, &opts).map_err(|e| miette!("{e}"))?;
+            print!("{}", jit.listings().asm);
+        }
         "llvm-ir" => {
             let name = a.arch.as_deref().unwrap_or("host");
             let t = LlvmTarget::parse(name).ok_or_else(|| {
