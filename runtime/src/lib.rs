@@ -7,6 +7,7 @@
 
 pub mod cpu;
 pub mod cuda;
+mod launch;
 #[cfg(feature = "llvm")]
 pub mod llvm_cpu;
 pub mod pack;

@@ -25,8 +25,6 @@
 //! with fewer rows than the tile (GEMV), which would otherwise compute the padding
 //! rows of the tile and throw them away.
 
-use std::num::NonZeroUsize;
-
 use qkc_codegen::llvm::{self, CpuJit, JitOptions, LlvmError};
 use qkc_codegen::loop_ir::Func;
 use qkc_codegen::lower::{self, lower_cpu};
@@ -118,47 +116,7 @@ impl std::fmt::Debug for LlvmCpuKernel {
     }
 }
 
-/// Raw buffer addresses of one launch, shared by the worker threads.
-struct Launch {
-    bufs: Vec<*mut u8>,
-    lens: Vec<i64>,
-    dims: Vec<i64>,
-}
-
-// SAFETY: the addresses point into buffers borrowed for the whole launch (inputs
-// shared and never written, the output exclusively borrowed); threads write
-// disjoint output elements (see the module docs).
-unsafe impl Sync for Launch {}
-
-fn input_ptr(b: &HostBuf) -> (*mut u8, usize) {
-    let (p, n): (*const u8, usize) = match b {
-        HostBuf::I8(v) => (v.as_ptr().cast(), v.len()),
-        HostBuf::I32(v) => (v.as_ptr().cast(), v.len() * 4),
-        HostBuf::F16(v) => (v.as_ptr().cast(), v.len() * 2),
-        HostBuf::BF16(v) => (v.as_ptr().cast(), v.len() * 2),
-        HostBuf::F32(v) => (v.as_ptr().cast(), v.len() * 4),
-        HostBuf::Packed(v) => (v.as_ptr(), v.len()),
-    };
-    // Inputs are passed as `*mut` for a uniform ABI; compiled code never writes them.
-    (p.cast_mut(), n)
-}
-
-fn output_ptr(b: &mut HostBuf) -> (*mut u8, usize) {
-    match b {
-        HostBuf::I8(v) => (v.as_mut_ptr().cast(), v.len()),
-        HostBuf::I32(v) => (v.as_mut_ptr().cast(), v.len() * 4),
-        HostBuf::F16(v) => (v.as_mut_ptr().cast(), v.len() * 2),
-        HostBuf::BF16(v) => (v.as_mut_ptr().cast(), v.len() * 2),
-        HostBuf::F32(v) => (v.as_mut_ptr().cast(), v.len() * 4),
-        HostBuf::Packed(v) => (v.as_mut_ptr(), v.len()),
-    }
-}
-
-fn default_threads() -> usize {
-    std::thread::available_parallelism()
-        .map(NonZeroUsize::get)
-        .unwrap_or(1)
-}
+use crate::launch::{default_threads, input_ptr, output_ptr, Launch};
 
 fn compile(
     kernel: &Kernel,
