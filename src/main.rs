@@ -30,6 +30,13 @@ enum Cmd {
 }
 
 fn main() -> miette::Result<()> {
+    // Like other Unix filters, end quietly when the reader of stdout goes away
+    // (`qkc emit ... | head`) instead of panicking on a broken pipe.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let args = Cli::parse();
     match args.cmd {
         Cmd::Check(a) => cli::check::run(&a),

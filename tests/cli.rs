@@ -667,3 +667,24 @@ fn bad_dims_are_refused() {
     ]);
     assert!(err.contains("unsupported target `nope`"), "{err}");
 }
+
+/// A reader that goes away early (`qkc emit ... | head -1`) ends the output quietly:
+/// no panic message about a broken pipe.
+#[test]
+fn closed_stdout_does_not_panic() {
+    use std::io::Read;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_qkc"))
+        .args(["emit", "examples/kernels/gemv_w3p5.qk", "--target", "ptx"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    // The pipe's read end is dropped here, before the PTX is fully written.
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!first.iter().all(|&b| b == 0));
+}
