@@ -8,7 +8,10 @@
 //!     [--shapes 8192x8192,8192x28672,28672x8192,14336x4096] [--m 1,4,8]
 //!     [--copies 8] [--iters 200] [--peak 4.24] [--no-check] [--dump-ptx DIR]
 //!     [--backend qkc,llvm] [--block 128,256] [--unroll 2,4,8] [--chunk auto,32] [--min-blocks 0,12]
-//!     (a sweep over lowerings; --min-blocks sets `.minnctapersm`, 0 = none)
+//!     [--masked-tail 1,0]
+//!     (a sweep over lowerings; --min-blocks sets `.minnctapersm`, 0 = none;
+//!     --masked-tail 0 runs the remaining chunks one per lane instead of one masked
+//!     iteration)
 //! ```
 //! Shapes are K×N (K the reduction). Every shape is first checked against the
 //! reference interpreter (M = 1) unless `--no-check`.
@@ -34,6 +37,7 @@ struct Args {
     unrolls: Vec<u32>,
     chunks: Vec<u32>,
     min_blocks: Vec<u32>,
+    masked: Vec<u32>,
     sources: Vec<PtxSource>,
 }
 
@@ -51,6 +55,7 @@ fn parse() -> Result<Args, String> {
         unrolls: vec![4],
         chunks: vec![0],
         min_blocks: vec![0],
+        masked: vec![1],
         sources: vec![PtxSource::Qkc],
     };
     let mut it = std::env::args().skip(1);
@@ -87,6 +92,7 @@ fn parse() -> Result<Args, String> {
             "--unroll" => a.unrolls = list(&val()?)?,
             "--chunk" => a.chunks = list(&val()?)?,
             "--min-blocks" => a.min_blocks = list(&val()?)?,
+            "--masked-tail" => a.masked = list(&val()?)?,
             "--backend" => {
                 a.sources = val()?
                     .split(',')
@@ -201,7 +207,11 @@ fn real_main() -> Result<(), String> {
     let mut variants = Vec::new();
     for &block in &a.blocks {
         for &unroll in &a.unrolls {
-            for &chunk in &a.chunks {
+            for (&chunk, &masked) in a
+                .chunks
+                .iter()
+                .flat_map(|c| a.masked.iter().map(move |m| (c, m)))
+            {
                 for (&mb, &source) in a
                     .min_blocks
                     .iter()
@@ -211,6 +221,7 @@ fn real_main() -> Result<(), String> {
                         block,
                         unroll,
                         chunk_weights: (chunk > 0).then_some(chunk),
+                        masked_tail: masked != 0,
                         ..base.clone()
                     };
                     let opts = CudaOptions {
@@ -231,6 +242,11 @@ fn real_main() -> Result<(), String> {
                         String::new()
                     } else {
                         format!(", min blocks {mb}")
+                    };
+                    let mb_s = if masked == 0 {
+                        format!("{mb_s}, unmasked tail")
+                    } else {
+                        mb_s
                     };
                     variants.push(Variant {
                         label: format!(

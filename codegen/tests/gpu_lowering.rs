@@ -74,6 +74,13 @@ fn options(k: &Kernel) -> Vec<(&'static str, GpuOptions)> {
             },
         ),
         (
+            "unmasked_tail",
+            GpuOptions {
+                masked_tail: false,
+                ..d.clone()
+            },
+        ),
+        (
             "chunk32_unroll2",
             GpuOptions {
                 chunk_weights: Some(32),
