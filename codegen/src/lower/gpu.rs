@@ -709,9 +709,9 @@ fn vector_path(
                     }
                 }
             }
-            for u in 0..count {
+            for (u, xau) in xa.iter().enumerate().take(count) {
                 let mut per_row = Vec::new();
-                for (i, &xai) in xa[u].iter().enumerate() {
+                for (i, &xai) in xau.iter().enumerate() {
                     let mut vs = Vec::new();
                     for v in 0..c.weights / 16 {
                         let d =
