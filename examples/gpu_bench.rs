@@ -8,10 +8,10 @@
 //!     [--shapes 8192x8192,8192x28672,28672x8192,14336x4096] [--m 1,4,8]
 //!     [--copies 8] [--iters 200] [--peak 4.24] [--no-check] [--dump-ptx DIR]
 //!     [--backend qkc,llvm] [--block 128,256] [--unroll 2,4,8] [--chunk auto,32] [--min-blocks 0,12]
-//!     [--masked-tail 1,0]
+//!     [--masked-tail 1,0] [--rows 0,1,2,4] [--stage 0,1]
 //!     (a sweep over lowerings; --min-blocks sets `.minnctapersm`, 0 = none;
 //!     --masked-tail 0 runs the remaining chunks one per lane instead of one masked
-//!     iteration)
+//!     iteration; --rows sets the weight rows per warp, 0 = automatic)
 //! ```
 //! Shapes are K×N (K the reduction). Every shape is first checked against the
 //! reference interpreter (M = 1) unless `--no-check`.
@@ -38,6 +38,8 @@ struct Args {
     chunks: Vec<u32>,
     min_blocks: Vec<u32>,
     masked: Vec<u32>,
+    rows: Vec<u32>,
+    stage: Vec<u32>,
     sources: Vec<PtxSource>,
 }
 
@@ -56,6 +58,8 @@ fn parse() -> Result<Args, String> {
         chunks: vec![0],
         min_blocks: vec![0],
         masked: vec![1],
+        rows: vec![0],
+        stage: vec![0],
         sources: vec![PtxSource::Qkc],
     };
     let mut it = std::env::args().skip(1);
@@ -93,6 +97,8 @@ fn parse() -> Result<Args, String> {
             "--chunk" => a.chunks = list(&val()?)?,
             "--min-blocks" => a.min_blocks = list(&val()?)?,
             "--masked-tail" => a.masked = list(&val()?)?,
+            "--rows" => a.rows = list(&val()?)?,
+            "--stage" => a.stage = list(&val()?)?,
             "--backend" => {
                 a.sources = val()?
                     .split(',')
@@ -205,8 +211,16 @@ fn real_main() -> Result<(), String> {
     let k = prog.kernels.first().ok_or("no kernel in the file")?.clone();
     let base = GpuOptions::for_kernel(&k);
     let mut variants = Vec::new();
-    for &block in &a.blocks {
-        for &unroll in &a.unrolls {
+    for (&block, &rows) in a
+        .blocks
+        .iter()
+        .flat_map(|b| a.rows.iter().map(move |r| (b, r)))
+    {
+        for (&unroll, &stage) in a
+            .unrolls
+            .iter()
+            .flat_map(|u| a.stage.iter().map(move |s| (u, s)))
+        {
             for (&chunk, &masked) in a
                 .chunks
                 .iter()
@@ -222,6 +236,8 @@ fn real_main() -> Result<(), String> {
                         unroll,
                         chunk_weights: (chunk > 0).then_some(chunk),
                         masked_tail: masked != 0,
+                        rows_per_warp: (rows > 0).then_some(rows),
+                        stage_weights: stage != 0,
                         ..base.clone()
                     };
                     let opts = CudaOptions {
@@ -247,6 +263,16 @@ fn real_main() -> Result<(), String> {
                         format!("{mb_s}, unmasked tail")
                     } else {
                         mb_s
+                    };
+                    let mb_s = if rows == 0 {
+                        mb_s
+                    } else {
+                        format!("{mb_s}, rows/warp {rows}")
+                    };
+                    let mb_s = if stage == 0 {
+                        mb_s
+                    } else {
+                        format!("{mb_s}, staged")
                     };
                     variants.push(Variant {
                         label: format!(

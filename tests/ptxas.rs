@@ -147,11 +147,33 @@ fn every_kernel_assembles_with_ptxas() {
     let jobs: Vec<(String, String, Arch)> = all_kernels()
         .iter()
         .flat_map(|k| {
-            let f = lower_gpu(k, &GpuOptions::for_kernel(k));
-            [Arch::Sm80, Arch::Sm90].map(|a| {
-                let text = ptx::emit(&f, a).unwrap_or_else(|e| panic!("{}: {e}", k.name));
-                (k.name.clone(), text, a)
+            // Every M tile in one function, the runtime's M = 1 and M = 4 buckets
+            // (two weight rows per warp), and the M = 1 bucket with the weights
+            // staged through shared memory.
+            let bucket = |m: u64| GpuOptions {
+                m_tiles: vec![m as u32],
+                max_m: Some(m),
+                ..GpuOptions::for_kernel(k)
+            };
+            let staged = GpuOptions {
+                stage_weights: true,
+                ..bucket(1)
+            };
+            [
+                ("", GpuOptions::for_kernel(k)),
+                ("_m1", bucket(1)),
+                ("_m4", bucket(4)),
+                ("_m1_staged", staged),
+            ]
+            .into_iter()
+            .flat_map(|(tag, o)| {
+                let f = lower_gpu(k, &o);
+                [Arch::Sm80, Arch::Sm90].map(|a| {
+                    let text = ptx::emit(&f, a).unwrap_or_else(|e| panic!("{}: {e}", k.name));
+                    (format!("{}{tag}", k.name), text, a)
+                })
             })
+            .collect::<Vec<_>>()
         })
         .collect();
     let threads = std::thread::available_parallelism()

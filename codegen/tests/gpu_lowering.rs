@@ -97,6 +97,50 @@ fn options(k: &Kernel) -> Vec<(&'static str, GpuOptions)> {
             },
         ),
         (
+            "rows4",
+            GpuOptions {
+                rows_per_warp: Some(4),
+                ..d.clone()
+            },
+        ),
+        (
+            "rows3_chunk32_block64",
+            GpuOptions {
+                rows_per_warp: Some(3),
+                chunk_weights: Some(32),
+                unroll: 2,
+                block: 64,
+                ..d.clone()
+            },
+        ),
+        (
+            "staged",
+            GpuOptions {
+                stage_weights: true,
+                ..d.clone()
+            },
+        ),
+        (
+            "staged_rows3_unroll2_block64",
+            GpuOptions {
+                stage_weights: true,
+                rows_per_warp: Some(3),
+                unroll: 2,
+                block: 64,
+                ..d.clone()
+            },
+        ),
+        (
+            "staged_rows2_unmasked_chunk64",
+            GpuOptions {
+                stage_weights: true,
+                rows_per_warp: Some(2),
+                masked_tail: false,
+                chunk_weights: Some(64),
+                ..d.clone()
+            },
+        ),
+        (
             "generic",
             GpuOptions {
                 gemv: false,

@@ -241,10 +241,14 @@ impl CudaKernel {
         kernel: &Kernel,
         opts: &CudaOptions,
     ) -> Result<CudaKernel, CudaError> {
-        let base = opts
+        let mut base = opts
             .gpu
             .clone()
             .unwrap_or_else(|| GpuOptions::for_kernel(kernel));
+        if opts.source != PtxSource::Qkc {
+            // Shared-memory staging is a PTX-backend lowering only.
+            base.stage_weights = false;
+        }
         let arch = opts.arch.unwrap_or(dev.arch);
         let m_max = kernel.dims[kernel.m].max;
         let mut variants = Vec::new();

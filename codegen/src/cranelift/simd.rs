@@ -593,6 +593,7 @@ fn count_expr(e: &Expr, v: Var) -> usize {
             index, codes, acc, ..
         } => count_expr(index, v) + codes.iter().filter(|c| **c == v).count() + count_expr(acc, v),
         Expr::Dot4 { a, b, acc } => count_expr(a, v) + count_expr(b, v) + count_expr(acc, v),
+        Expr::LoadShared(o) => count_expr(o, v),
     }
 }
 
@@ -619,7 +620,10 @@ fn count_stmts(body: &[Stmt], v: Var) -> usize {
                 dst.iter().filter(|d| **d == v).count() + count_expr(offset, v)
             }
             Stmt::WarpSum(x) => (*x == v) as usize,
-            Stmt::Comment(_) => 0,
+            Stmt::StoreShared4 { offset, src } => {
+                src.iter().filter(|d| **d == v).count() + count_expr(offset, v)
+            }
+            Stmt::WarpSync | Stmt::Comment(_) => 0,
         })
         .sum()
 }

@@ -120,6 +120,7 @@ fn check_refs(f: &Func) -> Result<(), CraneliftError> {
                 expr(f, index)?;
                 expr(f, acc)
             }
+            Expr::LoadShared(_) => Err(CraneliftError::GpuOnly { op: "load_shared" }),
             Expr::Dot4 { a, b, acc } => {
                 expr(f, a)?;
                 expr(f, b)?;
@@ -166,6 +167,12 @@ fn check_refs(f: &Func) -> Result<(), CraneliftError> {
                 }
                 Stmt::LoadVec4 { .. } => return Err(CraneliftError::GpuOnly { op: "load_vec4" }),
                 Stmt::WarpSum(_) => return Err(CraneliftError::GpuOnly { op: "warp_sum" }),
+                Stmt::StoreShared4 { .. } => {
+                    return Err(CraneliftError::GpuOnly {
+                        op: "store_shared4",
+                    })
+                }
+                Stmt::WarpSync => return Err(CraneliftError::GpuOnly { op: "warp_sync" }),
                 Stmt::Comment(_) => {}
             }
         }
@@ -288,6 +295,7 @@ fn may_fault(e: &Expr) -> bool {
         Expr::Cast(_, a) => may_fault(a),
         Expr::Bfe { value, .. } => may_fault(value),
         Expr::Dot4 { a, b, acc } => may_fault(a) || may_fault(b) || may_fault(acc),
+        Expr::LoadShared(_) => true,
     }
 }
 
@@ -559,6 +567,7 @@ impl Tr<'_, '_> {
                     self.dot_run_scalar(*buf, index, codes, acc)?
                 }
             }
+            Expr::LoadShared(_) => return Err(CraneliftError::GpuOnly { op: "load_shared" }),
             Expr::Dot4 { a, b: bx, acc } => {
                 for x in [a, bx, acc] {
                     if self.ty(x) != Ty::I32 {
@@ -954,6 +963,12 @@ impl Tr<'_, '_> {
             }
             Stmt::LoadVec4 { .. } => return Err(CraneliftError::GpuOnly { op: "load_vec4" }),
             Stmt::WarpSum(_) => return Err(CraneliftError::GpuOnly { op: "warp_sum" }),
+            Stmt::StoreShared4 { .. } => {
+                return Err(CraneliftError::GpuOnly {
+                    op: "store_shared4",
+                })
+            }
+            Stmt::WarpSync => return Err(CraneliftError::GpuOnly { op: "warp_sync" }),
             Stmt::Comment(_) => {}
         }
         Ok(())

@@ -317,6 +317,7 @@ impl Scan {
                 self.expr(b, path);
                 self.expr(acc, path);
             }
+            Expr::LoadShared(o) => self.expr(o, path),
         }
     }
 
@@ -375,7 +376,14 @@ impl Scan {
                     *self.reads.entry(*v).or_default() += 1;
                     self.assigned.insert(*v);
                 }
-                Stmt::Comment(_) => {}
+                Stmt::StoreShared4 { offset, src } => {
+                    self.expr(offset, path);
+                    for v in src {
+                        self.uses.entry(*v).or_default().push(path.clone());
+                        *self.reads.entry(*v).or_default() += 1;
+                    }
+                }
+                Stmt::WarpSync | Stmt::Comment(_) => {}
             }
         }
     }
@@ -668,6 +676,9 @@ impl<'a> FnWriter<'a> {
                     self.expr(acc, true)?,
                 );
                 format!("qk_dot4({}, {}, {})", strip(&a), strip(&b), strip(&acc))
+            }
+            Expr::LoadShared(_) => {
+                return self.unsupported("shared-memory staging (a PTX-only GEMV option)")
             }
         })
     }
@@ -1084,6 +1095,9 @@ impl<'a> FnWriter<'a> {
                     "for (int qk_off = 16; qk_off > 0; qk_off >>= 1) {name} = {name} + __shfl_xor({name}, qk_off, 32);"
                 ));
             }
+            Stmt::StoreShared4 { .. } | Stmt::WarpSync => {
+                return self.unsupported("shared-memory staging (a PTX-only GEMV option)")
+            }
             Stmt::Comment(c) => {
                 for l in c.lines() {
                     self.line(&format!("// {l}"));
@@ -1133,6 +1147,7 @@ impl<'a> FnWriter<'a> {
                 Expr::Bfe { value, .. } => expr(value, d),
                 Expr::DotRun { index, acc, .. } => expr(index, d) || expr(acc, d),
                 Expr::Dot4 { a, b, acc } => expr(a, d) || expr(b, d) || expr(acc, d),
+                Expr::LoadShared(o) => expr(o, d),
             }
         }
         fn stmts(ss: &[Stmt], d: usize) -> bool {
@@ -1143,8 +1158,10 @@ impl<'a> FnWriter<'a> {
                 } => expr(start, d) || expr(end, d) || stmts(body, d),
                 Stmt::If { cond, then } => expr(cond, d) || stmts(then, d),
                 Stmt::Store { index, value, .. } => expr(index, d) || expr(value, d),
-                Stmt::LoadVec4 { offset, .. } => expr(offset, d),
-                Stmt::WarpSum(_) | Stmt::Comment(_) => false,
+                Stmt::LoadVec4 { offset, .. } | Stmt::StoreShared4 { offset, .. } => {
+                    expr(offset, d)
+                }
+                Stmt::WarpSum(_) | Stmt::WarpSync | Stmt::Comment(_) => false,
             })
         }
         stmts(&self.f.body, d)
@@ -1166,6 +1183,7 @@ impl<'a> FnWriter<'a> {
                 Expr::Cast(_, x) => expr(x, b),
                 Expr::Bfe { value, .. } => expr(value, b),
                 Expr::Dot4 { a, b: y, acc } => expr(a, b) || expr(y, b) || expr(acc, b),
+                Expr::LoadShared(o) => expr(o, b),
             }
         }
         fn stmts(ss: &[Stmt], b: usize) -> bool {
@@ -1177,7 +1195,8 @@ impl<'a> FnWriter<'a> {
                 Stmt::If { cond, then } => expr(cond, b) || stmts(then, b),
                 Stmt::Store { buf, index, value } => *buf == b || expr(index, b) || expr(value, b),
                 Stmt::LoadVec4 { buf, offset, .. } => *buf == b || expr(offset, b),
-                Stmt::WarpSum(_) | Stmt::Comment(_) => false,
+                Stmt::StoreShared4 { offset, .. } => expr(offset, b),
+                Stmt::WarpSum(_) | Stmt::WarpSync | Stmt::Comment(_) => false,
             })
         }
         stmts(&self.f.body, b)

@@ -163,6 +163,9 @@ fn check_func(f: &Func) -> Result<(), LlvmError> {
                 e(f, index).and(e(f, acc))
             }
             Expr::Dot4 { a, b, acc } => e(f, a).and(e(f, b)).and(e(f, acc)),
+            Expr::LoadShared(_) => Err(LlvmError::Unsupported(
+                "shared-memory staging (a PTX-backend GEMV option)".into(),
+            )),
         }
     }
     fn s(f: &Func, body: &[Stmt]) -> Result<(), LlvmError> {
@@ -236,6 +239,11 @@ fn check_func(f: &Func) -> Result<(), LlvmError> {
                     e(f, offset)?
                 }
                 Stmt::WarpSum(v) => var(v)?,
+                Stmt::StoreShared4 { .. } | Stmt::WarpSync => {
+                    return Err(LlvmError::Unsupported(
+                        "shared-memory staging (a PTX-backend GEMV option)".into(),
+                    ))
+                }
                 Stmt::Comment(_) => {}
             }
         }
@@ -491,6 +499,7 @@ fn touches_memory(e: &Expr) -> bool {
         Expr::Cast(_, a) => touches_memory(a),
         Expr::Bfe { value, .. } => touches_memory(value),
         Expr::Dot4 { a, b, acc } => touches_memory(a) || touches_memory(b) || touches_memory(acc),
+        Expr::LoadShared(_) => true,
     }
 }
 
@@ -508,6 +517,7 @@ fn var_uses(v: Var, e: &Expr) -> usize {
             index, codes, acc, ..
         } => var_uses(v, index) + codes.iter().filter(|c| **c == v).count() + var_uses(v, acc),
         Expr::Dot4 { a, b, acc } => var_uses(v, a) + var_uses(v, b) + var_uses(v, acc),
+        Expr::LoadShared(o) => var_uses(v, o),
     }
 }
 
@@ -535,7 +545,10 @@ fn var_uses_stmt(v: Var, s: &Stmt) -> usize {
             dst.iter().filter(|d| **d == v).count() + var_uses(v, offset)
         }
         Stmt::WarpSum(x) => (*x == v) as usize,
-        Stmt::Comment(_) => 0,
+        Stmt::StoreShared4 { offset, src } => {
+            src.iter().filter(|d| **d == v).count() + var_uses(v, offset)
+        }
+        Stmt::WarpSync | Stmt::Comment(_) => 0,
     }
 }
 
@@ -563,7 +576,10 @@ fn small_fields(f: &Func) -> HashMap<Var, (u8, bool)> {
                     walk(body, lets, set)
                 }
                 Stmt::If { then, .. } => walk(then, lets, set),
-                Stmt::Store { .. } | Stmt::Comment(_) => {}
+                Stmt::Store { .. }
+                | Stmt::StoreShared4 { .. }
+                | Stmt::WarpSync
+                | Stmt::Comment(_) => {}
             }
         }
     }
@@ -943,6 +959,11 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
                 codes,
                 acc,
             } => self.dot_run(*buf, index, codes, acc)?,
+            Expr::LoadShared(_) => {
+                return Err(LlvmError::Unsupported(
+                    "shared-memory staging (a PTX-backend GEMV option)".into(),
+                ))
+            }
             Expr::Dot4 { a, b, acc } => {
                 let a = self.int_of(a, Ty::I32)?;
                 let b = self.int_of(b, Ty::I32)?;
@@ -1835,6 +1856,11 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
                 }
             }
             Stmt::WarpSum(v) => self.warp_sum(*v)?,
+            Stmt::StoreShared4 { .. } | Stmt::WarpSync => {
+                return Err(LlvmError::Unsupported(
+                    "shared-memory staging (a PTX-backend GEMV option)".into(),
+                ))
+            }
             Stmt::Comment(_) => {}
         }
         Ok(())

@@ -66,6 +66,9 @@ struct Machine<'a> {
     /// vars[var][lane]
     vars: Vec<Vec<V>>,
     lanes: usize,
+    /// The block's shared memory as this warp sees it (each warp of the GPU
+    /// schedules uses its own region), poisoned at the start.
+    shared: Vec<u8>,
     thread_base: i64,
     block: i64,
     block_dim: i64,
@@ -290,7 +293,38 @@ impl Machine<'_> {
                 }
                 V::I(wrap(s, Ty::I32))
             }
+            Expr::LoadShared(o) => {
+                let o = self.eval(o, lane)?.i();
+                let b = self.shared_bytes(o, 4, "shared load")?;
+                V::I(i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64)
+            }
         })
+    }
+
+    /// `len` bytes of shared memory at `offset` (aligned to `len`), bounds-checked.
+    fn shared_bytes(
+        &self,
+        offset: i64,
+        len: usize,
+        what: &'static str,
+    ) -> Result<&[u8], EvalError> {
+        let size = self.shared.len();
+        if offset < 0 || offset as usize + len > size {
+            return Err(EvalError::OutOfBounds {
+                what,
+                buf: "shared".into(),
+                offset,
+                len,
+                size,
+            });
+        }
+        if offset % len as i64 != 0 {
+            return Err(EvalError::Unaligned {
+                buf: "shared".into(),
+                offset,
+            });
+        }
+        Ok(&self.shared[offset as usize..offset as usize + len])
     }
 
     fn active(&self, mask: u32) -> impl Iterator<Item = usize> {
@@ -424,6 +458,19 @@ impl Machine<'_> {
                     };
                     self.vars[v.0 as usize] = s;
                 }
+                Stmt::StoreShared4 { offset, src } => {
+                    for l in self.active(mask).collect::<Vec<_>>() {
+                        let o = self.eval(offset, l)?.i();
+                        self.shared_bytes(o, 16, "shared store")?;
+                        for (i, s) in src.iter().enumerate() {
+                            let w = (self.vars[s.0 as usize][l].i() as i32).to_le_bytes();
+                            let at = o as usize + 4 * i;
+                            self.shared[at..at + 4].copy_from_slice(&w);
+                        }
+                    }
+                }
+                // Lanes run in lockstep here: every store before the barrier is done.
+                Stmt::WarpSync => {}
                 Stmt::Comment(_) => {}
             }
         }
@@ -447,6 +494,7 @@ pub fn run(f: &Func, bufs: &mut [Vec<u8>], dims: &[i64]) -> Result<(), EvalError
                 dims,
                 vars: vec![vec![V::I(0); 1]; f.vars.len()],
                 lanes: 1,
+                shared: Vec::new(),
                 thread_base: 0,
                 block: 0,
                 block_dim: 1,
@@ -460,6 +508,7 @@ pub fn run(f: &Func, bufs: &mut [Vec<u8>], dims: &[i64]) -> Result<(), EvalError
                 dims,
                 vars: Vec::new(),
                 lanes: 1,
+                shared: Vec::new(),
                 thread_base: 0,
                 block: 0,
                 block_dim: *block as i64,
@@ -475,6 +524,7 @@ pub fn run(f: &Func, bufs: &mut [Vec<u8>], dims: &[i64]) -> Result<(), EvalError
                         dims,
                         vars: vec![vec![V::I(0); lanes]; f.vars.len()],
                         lanes,
+                        shared: vec![0xA5; f.shared_bytes],
                         thread_base: (w * 32) as i64,
                         block: b,
                         block_dim: *block as i64,

@@ -185,6 +185,9 @@ pub enum Expr {
         b: Box<Expr>,
         acc: Box<Expr>,
     },
+    /// GPU: the `I32` word at a 4-aligned byte offset (`I32`) of the block's shared
+    /// memory ([`Func::shared_bytes`]).
+    LoadShared(Box<Expr>),
 }
 
 /// How a loop is run.
@@ -233,6 +236,15 @@ pub enum Stmt {
     /// GPU: replaces `var` in every lane of the warp with the sum over the warp's
     /// 32 lanes (all lanes must execute it).
     WarpSum(Var),
+    /// GPU: stores four `I32` variables (16 bytes) at a 16-aligned byte offset (`I32`)
+    /// of the block's shared memory.
+    StoreShared4 {
+        offset: Expr,
+        src: [Var; 4],
+    },
+    /// GPU: every lane of the warp waits here, and the shared-memory writes of each
+    /// are visible to all after it (`bar.warp.sync`).
+    WarpSync,
     Comment(String),
 }
 
@@ -257,6 +269,8 @@ pub struct Func {
     pub launch: Launch,
     /// Provenance: which layout, proof and schedule produced this function.
     pub notes: Vec<String>,
+    /// GPU: bytes of shared memory per block (0: none).
+    pub shared_bytes: usize,
 }
 
 impl Func {
@@ -269,6 +283,7 @@ impl Func {
             body: Vec::new(),
             launch,
             notes: Vec::new(),
+            shared_bytes: 0,
         }
     }
 
@@ -310,7 +325,7 @@ impl Func {
                 }
             }
             Expr::Bfe { value, .. } => self.ty(value),
-            Expr::Dot4 { .. } => Ty::I32,
+            Expr::Dot4 { .. } | Expr::LoadShared(_) => Ty::I32,
             Expr::DotRun { acc, .. } => self.ty(acc),
         }
     }

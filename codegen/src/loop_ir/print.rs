@@ -97,6 +97,7 @@ impl Func {
                 self.expr_str(b),
                 self.expr_str(acc)
             ),
+            Expr::LoadShared(o) => format!("shared_i32({})", self.expr_str(o)),
         }
     }
 
@@ -166,6 +167,16 @@ impl Func {
                     self.expr_str(offset)
                 )?,
                 Stmt::WarpSum(v) => writeln!(out, "{pad}%{0} = warp_sum(%{0})", self.var_name(*v))?,
+                Stmt::StoreShared4 { offset, src } => writeln!(
+                    out,
+                    "{pad}shared_vec4({}) = %{}, %{}, %{}, %{}",
+                    self.expr_str(offset),
+                    self.var_name(src[0]),
+                    self.var_name(src[1]),
+                    self.var_name(src[2]),
+                    self.var_name(src[3])
+                )?,
+                Stmt::WarpSync => writeln!(out, "{pad}warp_sync")?,
                 Stmt::Comment(c) => writeln!(out, "{pad}// {c}")?,
             }
         }

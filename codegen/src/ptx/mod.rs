@@ -102,6 +102,12 @@ pub fn emit_with(func: &Func, arch: Arch, opts: &PtxOptions) -> Result<String> {
         block,
         arch.name()
     ));
+    if func.shared_bytes > 0 {
+        header.push_str(&format!(
+            ".shared .align 16 .b8 {entry}_smem[{}];\n\n",
+            func.shared_bytes
+        ));
+    }
     let mut params = Vec::new();
     for b in &func.bufs {
         params.push(format!(".param .u64 {entry}_{}", ident(&b.name)));
@@ -116,6 +122,7 @@ pub fn emit_with(func: &Func, arch: Arch, opts: &PtxOptions) -> Result<String> {
         bufs: Vec::new(),
         dims: Vec::new(),
         align: var_alignments(func),
+        smem: None,
     };
     for (i, v) in func.vars.iter().enumerate() {
         let name = format!("%{}_{i}", ident(&v.name));
@@ -133,6 +140,11 @@ pub fn emit_with(func: &Func, arch: Arch, opts: &PtxOptions) -> Result<String> {
         let r = tx.w.reg(Class::B64);
         tx.w.ins(format!("ld.param.s64 {r}, [{entry}_dim_{}]", ident(d)));
         tx.dims.push(r);
+    }
+    if func.shared_bytes > 0 {
+        let r = tx.w.reg(Class::B32);
+        tx.w.ins(format!("mov.u32 {r}, {entry}_smem"));
+        tx.smem = Some(r);
     }
     tx.block(&func.body)?;
     let mut directives = format!(".maxntid {block}, 1, 1\n");
@@ -338,6 +350,8 @@ struct Tx<'a> {
     dims: Vec<String>,
     /// Proven alignment (a power of two) of each variable's value.
     align: Vec<u64>,
+    /// The shared-memory window address of the function's shared array, if any.
+    smem: Option<String>,
 }
 
 /// No known bound on the alignment (a value that is always 0).
@@ -732,7 +746,26 @@ impl Tx<'_> {
                 self.w.ins(format!("dp4a.s32.s32 {d}, {ra}, {rb}, {rc}"));
                 Ok(Val::reg(d, Ty::I32))
             }
+            Expr::LoadShared(o) => {
+                let a = self.shared_addr(o)?;
+                let d = self.w.reg(Class::B32);
+                self.w.ins(format!("ld.shared.u32 {d}, [{a}]"));
+                Ok(Val::reg(d, Ty::I32))
+            }
         }
+    }
+
+    /// The shared-window address `smem + offset` (an `I32` byte offset).
+    fn shared_addr(&mut self, offset: &Expr) -> Result<String> {
+        let Some(base) = self.smem.clone() else {
+            return self.unsupported("shared memory in a function that declares none");
+        };
+        let v = self.expr(offset)?;
+        let v = self.convert(v, Ty::I32)?;
+        let o = self.in_reg(v);
+        let a = self.w.reg(Class::B32);
+        self.w.ins(format!("add.s32 {a}, {base}, {o}"));
+        Ok(a)
     }
 
     fn load_bytes(&mut self, buf: usize, offset: &Expr, bytes: u8) -> Result<Val> {
@@ -1024,6 +1057,18 @@ impl Tx<'_> {
                     }
                 }
             }
+            Stmt::StoreShared4 { offset, src } => {
+                let a = self.shared_addr(offset)?;
+                let s: Vec<String> = src
+                    .iter()
+                    .map(|v| self.vars[v.0 as usize].clone())
+                    .collect();
+                self.w.ins(format!(
+                    "st.shared.v4.u32 [{a}], {{{}, {}, {}, {}}}",
+                    s[0], s[1], s[2], s[3]
+                ));
+            }
+            Stmt::WarpSync => self.w.ins("bar.warp.sync -1"),
             Stmt::Comment(c) => self.w.comment(c),
         }
         Ok(())
