@@ -165,14 +165,14 @@ fn check_refs(f: &Func) -> Result<(), CraneliftError> {
                     expr(f, index)?;
                     expr(f, value)?;
                 }
-                Stmt::LoadVec4 { .. } => return Err(CraneliftError::GpuOnly { op: "load_vec4" }),
-                Stmt::WarpSum(_) => return Err(CraneliftError::GpuOnly { op: "warp_sum" }),
-                Stmt::StoreShared4 { .. } => {
+                Stmt::LoadVec4 { .. }
+                | Stmt::WarpSum(_)
+                | Stmt::StoreShared4 { .. }
+                | Stmt::WarpSync => {
                     return Err(CraneliftError::GpuOnly {
-                        op: "store_shared4",
+                        op: s.gpu_only().unwrap_or("gpu statement"),
                     })
                 }
-                Stmt::WarpSync => return Err(CraneliftError::GpuOnly { op: "warp_sync" }),
                 Stmt::Comment(_) => {}
             }
         }
@@ -961,14 +961,14 @@ impl Tr<'_, '_> {
                     }
                 }
             }
-            Stmt::LoadVec4 { .. } => return Err(CraneliftError::GpuOnly { op: "load_vec4" }),
-            Stmt::WarpSum(_) => return Err(CraneliftError::GpuOnly { op: "warp_sum" }),
-            Stmt::StoreShared4 { .. } => {
+            Stmt::LoadVec4 { .. }
+            | Stmt::WarpSum(_)
+            | Stmt::StoreShared4 { .. }
+            | Stmt::WarpSync => {
                 return Err(CraneliftError::GpuOnly {
-                    op: "store_shared4",
+                    op: s.gpu_only().unwrap_or("gpu statement"),
                 })
             }
-            Stmt::WarpSync => return Err(CraneliftError::GpuOnly { op: "warp_sync" }),
             Stmt::Comment(_) => {}
         }
         Ok(())

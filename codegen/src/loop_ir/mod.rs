@@ -273,6 +273,20 @@ pub struct Func {
     pub shared_bytes: usize,
 }
 
+impl Stmt {
+    /// The name of a GPU-only statement (warp-level or shared-memory), `None` for the
+    /// statements every backend runs.
+    pub fn gpu_only(&self) -> Option<&'static str> {
+        match self {
+            Stmt::LoadVec4 { .. } => Some("load_vec4"),
+            Stmt::WarpSum(_) => Some("warp_sum"),
+            Stmt::StoreShared4 { .. } => Some("store_shared4"),
+            Stmt::WarpSync => Some("warp_sync"),
+            _ => None,
+        }
+    }
+}
+
 impl Func {
     pub fn new(name: impl Into<String>, bufs: Vec<Buf>, dims: Vec<String>, launch: Launch) -> Func {
         Func {
