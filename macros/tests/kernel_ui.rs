@@ -1,7 +1,7 @@
 //! Compile-time tests of `qkc::quant_kernel!`: kernels that compile and run a
 //! small check, and one mistake per compile-fail case with its message in a
 //! `.stderr` snapshot, the caret on the offending token (regenerate with
-//! `TRYBUILD=overwrite cargo test --test kernel_ui`, then read every snapshot).
+//! `TRYBUILD=overwrite cargo test -p qkc-macros --test kernel_ui`, then read every snapshot).
 
 #[test]
 fn kernel_ui() {

@@ -1,6 +1,6 @@
 //! Compile-time tests of `#[qkc::packed]`: layouts that must compile (and run),
 //! and one declaration per compile error, with its message in a `.stderr`
-//! snapshot (regenerate with `TRYBUILD=overwrite cargo test --test packed_ui`).
+//! snapshot (regenerate with `TRYBUILD=overwrite cargo test -p qkc-macros --test packed_ui`).
 
 #[test]
 fn packed_ui() {
