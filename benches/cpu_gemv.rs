@@ -12,6 +12,7 @@
 //! ```sh
 //! cargo bench --bench cpu_gemv --features candle            # full run
 //! QKC_BENCH_QUICK=1 cargo bench --bench cpu_gemv            # one shape, few runs
+//! QKC_BENCH_SHAPES=1x8192,16x4096 cargo bench --bench cpu_gemv --features candle,llvm
 //! ```
 
 use std::time::Instant;
@@ -113,6 +114,30 @@ fn bench_qkc(
                 .collect()
         })
         .collect();
+    // The reference output of the first weight copy (M = 1 and small shapes only: the
+    // interpreter takes seconds beyond), which every qkc entry must match before it is
+    // timed.
+    let want: Option<Vec<f64>> = (m * n * kk <= 8192 * 8192)
+        .then(|| qkc::dsl::interp::run(k, &dims, &sets[0]).ok())
+        .flatten()
+        .map(|o| o.to_f64());
+    let matches = |label: &str, got: &HostBuf| -> bool {
+        let Some(w) = &want else { return true };
+        let g = got.to_f64();
+        let worst = g
+            .iter()
+            .zip(w)
+            .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+            .fold(0f64, f64::max);
+        if worst > 1e-4 {
+            eprintln!(
+                "{label}: WRONG: max relative error {worst:.2e} against the reference; not timed"
+            );
+        } else {
+            println!("{label}: max relative error {worst:.1e} against the reference");
+        }
+        worst <= 1e-4
+    };
     for (label, simd) in [
         ("qkc cranelift simd", true),
         ("qkc cranelift scalar", false),
@@ -134,12 +159,13 @@ fn bench_qkc(
                 continue;
             }
         };
-        // Check once against the reference before timing anything.
-        if m * n * kk <= 4096 * 4096 {
-            if let Err(e) = ck.run_into(&dims, &sets[0], &mut out) {
-                eprintln!("{label}: {e}");
-                continue;
-            }
+        // Check against the reference before timing anything.
+        if let Err(e) = ck.run_into(&dims, &sets[0], &mut out) {
+            eprintln!("{label}: {e}");
+            continue;
+        }
+        if !matches(label, &out) {
+            continue;
         }
         let secs = time_rotating(copies, 3, runs, |c| {
             if let Err(e) = ck.run_into(&dims, &sets[c], &mut out) {
@@ -162,6 +188,13 @@ fn bench_qkc(
             Ok(lk) => {
                 let mut out =
                     qkc::dsl::host::HostBuf::zeros(&k.output.ty, k.buffer_len(&k.output, &dims));
+                if let Err(e) = lk.run_into(&dims, &sets[0], &mut out) {
+                    eprintln!("qkc llvm-cpu: {e}");
+                    return;
+                }
+                if !matches("qkc llvm-cpu", &out) {
+                    return;
+                }
                 let secs = time_rotating(copies, 3, runs, |c| {
                     if let Err(e) = lk.run_into(&dims, &sets[c], &mut out) {
                         eprintln!("llvm: {e}");
@@ -353,6 +386,13 @@ fn plot(
     Ok(())
 }
 
+/// `MxN` (N = K), e.g. `1x8192`.
+fn parse_shape(s: &str) -> Option<(usize, usize, usize)> {
+    let (m, n) = s.trim().split_once('x')?;
+    let (m, n) = (m.parse().ok()?, n.parse().ok()?);
+    Some((m, n, n))
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; ignore harness arguments.
     let quick = std::env::var("QKC_BENCH_QUICK").is_ok();
@@ -373,7 +413,12 @@ fn main() {
         Err(e) => return eprintln!("{}", e.render()),
     };
     let kg = &gemm.kernels[0];
-    let shapes: Vec<(usize, usize, usize)> = if quick {
+    let picked: Option<Vec<(usize, usize, usize)>> = std::env::var("QKC_BENCH_SHAPES")
+        .ok()
+        .map(|v| v.split(',').filter_map(parse_shape).collect());
+    let shapes: Vec<(usize, usize, usize)> = if let Some(p) = picked {
+        p
+    } else if quick {
         vec![(1, 4096, 4096)]
     } else {
         vec![

@@ -197,6 +197,7 @@ fn opts(tile_m: u32, chunked: bool, simd: bool, threads: usize, bounds_checks: b
         lower: lower::CpuOptions {
             tile_m,
             chunked_unpack: chunked,
+            packed_dot: false,
         },
         jit: CraneliftOptions {
             simd,

@@ -179,12 +179,14 @@ fn cpu_tile_m_variants_and_unchunked_unpack_match() {
     // Every tile size with and without the constant-position unpack, on the flagship
     // kernels and an exact integer kernel.
     let ks: Vec<Kernel> = example_kernels(ROOT).into_iter().map(|(_, k)| k).collect();
+    let packed = llvm::HostCpu::detect().packed_dot();
     for k in &ks {
         for tile_m in [1, 2, 3, 8] {
-            for chunked_unpack in [true, false] {
+            for (chunked_unpack, packed_dot) in [(true, false), (false, false), (true, packed)] {
                 let lo = CpuOptions {
                     tile_m,
                     chunked_unpack,
+                    packed_dot,
                 };
                 let o = LlvmCpuOptions {
                     lower: lo.clone(),
@@ -206,7 +208,7 @@ fn cpu_tile_m_variants_and_unchunked_unpack_match() {
                     assert_eq!(
                         got.as_bytes(),
                         want,
-                        "{} tile_m={tile_m} chunked={chunked_unpack}",
+                        "{} tile_m={tile_m} chunked={chunked_unpack} packed={packed_dot}",
                         k.name
                     );
                     check(k, &d, &inputs, &got.to_f64())
@@ -664,4 +666,121 @@ fn gpu_mapping_of_cpu_functions_matches_the_interpreter() {
     assert!(amd.text.ir.contains("llvm.amdgcn.workitem.id.x"));
     // i8 runs of 8-bit codes use the 4-way dot instruction even without a Dot4 in the IR.
     assert!(amd.text.asm.contains("v_dot4"), "{}", amd.text.asm);
+}
+
+/// i8 kernels whose CPU schedule decodes whole 64-unit blocks (`dot_packed`): 1 and 2
+/// fields per unit, byte and stream storage, groups of 128 and 256 and none.
+fn packed_block_kernels() -> Vec<Kernel> {
+    let layouts = [
+        "layout L = { hi: s4 @ 6..3, lo: s3 @ 2..0 } stream;",
+        "layout L = { hi: s4 @ 6..3, lo: s3 @ 2..0 };",
+        "layout L = { hi: s4 @ 7..4, lo: u4 @ 3..0 };",
+        "layout L = { v: s3 @ 2..0 } stream;",
+        "layout L = { v: u5 @ 4..0 } stream;",
+        "layout L = { v: s8 @ 7..0 };",
+    ];
+    let mut out = Vec::new();
+    for l in layouts {
+        for g in [Some(128), Some(256), None] {
+            let (ws, term) = match g {
+                Some(g) => (
+                    format!(", ws: f16[N, K / {g}]"),
+                    format!(" * ws[n, k / {g}]"),
+                ),
+                None => (String::new(), String::new()),
+            };
+            let out_ty = if g.is_some() { "f32" } else { "i32" };
+            let src = format!(
+                "{l}\nkernel packed(x: i8[M, K], w: L[N, K]{ws}) -> y: {out_ty}[M, N] {{\n    \
+                 where M <= 8, K <= 4096;\n    y[m, n] = sum(k) x[m, k] * w[n, k]{term};\n}}\n"
+            );
+            let prog = qkc_dsl::compile("packed.qk", &src).unwrap_or_else(|e| panic!("{src}\n{e}"));
+            out.extend(prog.kernels);
+        }
+    }
+    out
+}
+
+#[test]
+fn cpu_packed_blocks_match_the_interpreters_bit_for_bit() {
+    // Whole blocks, a block plus a chunk tail, a generic tail, several groups, M past
+    // the tile: LLVM's AVX-512 block decode against the loop-IR interpreter running
+    // the same lowering (bit for bit) and the reference interpreter.
+    if !llvm::HostCpu::detect().packed_dot() {
+        eprintln!("SKIP: this CPU lacks AVX-512 VBMI/VNNI; dot_packed is checked by the loop-IR interpreter only (codegen/tests/loop_eval.rs)");
+        return;
+    }
+    let shapes: [(u64, u64, u64); 5] = [
+        (1, 3, 128),
+        (2, 5, 256),
+        (1, 4, 400),
+        (5, 3, 1000),
+        (9, 2, 4096),
+    ];
+    let mut used = 0;
+    for k in packed_block_kernels() {
+        for tile_m in [1, 4] {
+            let lo = CpuOptions {
+                tile_m,
+                chunked_unpack: true,
+                packed_dot: true,
+            };
+            let f = lower_cpu(&k, &lo);
+            used += f.to_string().contains("dot_packed") as usize;
+            let o = LlvmCpuOptions {
+                lower: lo.clone(),
+                small_m_variant: false,
+                ..opts(
+                    &k,
+                    JitOptions {
+                        bounds_checks: tile_m == 4,
+                        ..JitOptions::default()
+                    },
+                    2,
+                )
+            };
+            let kernel = LlvmCpuKernel::new(&k, &o).unwrap_or_else(|e| panic!("{f}\n{e}"));
+            for (si, &(m, n, kk)) in shapes.iter().enumerate() {
+                let d = dims(&k, m, n, kk);
+                if !dims_ok(&k, &d) {
+                    continue;
+                }
+                let inputs = random_inputs(&k, &d, 500 + si as u64);
+                let got = kernel.run(&d, &inputs).unwrap_or_else(|e| panic!("{e}"));
+                let want = loop_ir_output(&f, &k, &d, &inputs);
+                assert!(
+                    got.as_bytes() == want,
+                    "{f}\n{:?}: not bit-identical",
+                    (m, n, kk)
+                );
+                check(&k, &d, &inputs, &got.to_f64())
+                    .unwrap_or_else(|e| panic!("{f}\n{:?}: {e}", (m, n, kk)));
+            }
+        }
+    }
+    assert_eq!(used, 36, "every kernel × tile lowers to dot_packed");
+    // And the machine code is the block decode, not a scalar fallback.
+    let k = &packed_block_kernels()[0];
+    let f = lower_cpu(
+        k,
+        &CpuOptions {
+            tile_m: 1,
+            chunked_unpack: true,
+            packed_dot: true,
+        },
+    );
+    let jit = llvm::compile_cpu(
+        &f,
+        &JitOptions {
+            keep_text: true,
+            ..JitOptions::default()
+        },
+    )
+    .expect("compiles");
+    for ins in ["vpermb", "vpmultishiftqb", "vpdpbusd"] {
+        assert!(
+            jit.listings().asm.contains(ins),
+            "no {ins} in the block decode"
+        );
+    }
 }

@@ -37,21 +37,27 @@ fn cpu_lowering_matches_reference() {
         (2, 5, 130),
         (5, 3, 256),
         (1, 4, 129),
+        (2, 3, 1000),
     ];
+    let mut packed_kernels = std::collections::BTreeSet::new();
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
         let src = std::fs::read_to_string(&p).unwrap();
         let prog = qkc_dsl::compile(&p.display().to_string(), &src).unwrap();
         for k in &prog.kernels {
-            for chunked in [true, false] {
+            for (chunked, packed_dot) in [(true, false), (false, false), (true, true)] {
                 for tile_m in [1, 3] {
                     let f = lower_cpu(
                         k,
                         &CpuOptions {
                             tile_m,
                             chunked_unpack: chunked,
+                            packed_dot,
                         },
                     );
+                    if packed_dot && f.to_string().contains("dot_packed") {
+                        packed_kernels.insert(k.name.clone());
+                    }
                     for (si, &(m, n, kk)) in shapes.iter().enumerate() {
                         if m > k.dims[k.m].max {
                             continue;
@@ -77,7 +83,7 @@ fn cpu_lowering_matches_reference() {
                             };
                             assert!(
                                 (g - w).abs() <= tol,
-                                "{} {:?} chunked={chunked} tm={tile_m} [{i}]: {g} vs {w}",
+                                "{} {:?} chunked={chunked} packed={packed_dot} tm={tile_m} [{i}]: {g} vs {w}",
                                 k.name,
                                 (m, n, kk)
                             );
@@ -87,4 +93,10 @@ fn cpu_lowering_matches_reference() {
             }
         }
     }
+    // Whole 64-unit blocks as one `dot_packed` (the LLVM AVX-512 path's operation),
+    // evaluated by its loop-IR semantics: the flagship i8 kernel must use it.
+    assert!(
+        packed_kernels.contains("gemv_w3p5"),
+        "dot_packed used by {packed_kernels:?}"
+    );
 }

@@ -55,7 +55,10 @@ impl LlvmCpuOptions {
     /// loop-IR interpreter).
     pub fn for_kernel(k: &Kernel) -> LlvmCpuOptions {
         LlvmCpuOptions {
-            lower: lower::CpuOptions::for_kernel(k),
+            lower: lower::CpuOptions {
+                packed_dot: llvm::HostCpu::detect().packed_dot(),
+                ..lower::CpuOptions::for_kernel(k)
+            },
             jit: JitOptions {
                 reassociate: true,
                 ..JitOptions::default()

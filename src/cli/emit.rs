@@ -152,6 +152,13 @@ fn emit_ptx(a: &EmitArgs, k: &qkc_dsl::ir::Kernel) -> miette::Result<()> {
     Ok(())
 }
 
+/// The CPU schedule the LLVM runtime uses on this host (block decode where the CPU
+/// has AVX-512 VBMI + VNNI).
+#[cfg(feature = "llvm")]
+fn host_cpu_options(k: &qkc_dsl::ir::Kernel) -> qkc_codegen::lower::CpuOptions {
+    qkc_runtime::llvm_cpu::LlvmCpuOptions::for_kernel(k).lower
+}
+
 /// The LLVM backend (feature `llvm`):
 /// - `--target llvm-ir [--arch gfx942|sm_90]`: the translated LLVM module (host CPU
 ///   schedule by default, the GPU schedule for a GPU architecture);
@@ -162,7 +169,7 @@ fn emit_ptx(a: &EmitArgs, k: &qkc_dsl::ir::Kernel) -> miette::Result<()> {
 #[cfg(feature = "llvm")]
 fn emit_llvm(a: &EmitArgs, k: &qkc_dsl::ir::Kernel) -> miette::Result<()> {
     use qkc_codegen::llvm::{self, AmdgpuArch, LlvmTarget, NvptxArch};
-    use qkc_codegen::lower::{lower_cpu, lower_gpu, CpuOptions, GpuOptions};
+    use qkc_codegen::lower::{lower_cpu, lower_gpu, GpuOptions};
     let gpu = || lower_gpu(k, &GpuOptions::for_kernel(k));
     let write = |dir: &PathBuf, name: String, bytes: &[u8]| -> miette::Result<()> {
         std::fs::create_dir_all(dir)
@@ -175,7 +182,7 @@ fn emit_llvm(a: &EmitArgs, k: &qkc_dsl::ir::Kernel) -> miette::Result<()> {
     match a.target.as_str() {
         "llvm-asm" => {
             // Host assembly of the O3-optimized CPU kernel, as `llvm-cpu` runs it.
-            let f = lower_cpu(k, &CpuOptions::for_kernel(k));
+            let f = lower_cpu(k, &host_cpu_options(k));
             let opts = llvm::JitOptions {
                 keep_text: true,
                 reassociate: true,
@@ -194,7 +201,7 @@ fn emit_llvm(a: &EmitArgs, k: &qkc_dsl::ir::Kernel) -> miette::Result<()> {
             let f = if t.is_gpu() {
                 gpu()
             } else {
-                lower_cpu(k, &CpuOptions::for_kernel(k))
+                lower_cpu(k, &host_cpu_options(k))
             };
             print!(
                 "{}",

@@ -91,6 +91,8 @@ pub enum CraneliftError {
     GpuOnly { op: &'static str },
     #[error("ill-formed loop IR: {0}")]
     Invalid(String),
+    #[error("`{op}` is not compiled by the Cranelift backend ({why})")]
+    NotSupported { op: &'static str, why: &'static str },
     #[error("`{buf}` is an input buffer; CPU functions only store to the output")]
     StoreToInput { buf: String },
     #[error("the host machine is not supported by Cranelift: {0}")]

@@ -594,6 +594,12 @@ fn count_expr(e: &Expr, v: Var) -> usize {
         } => count_expr(index, v) + codes.iter().filter(|c| **c == v).count() + count_expr(acc, v),
         Expr::Dot4 { a, b, acc } => count_expr(a, v) + count_expr(b, v) + count_expr(acc, v),
         Expr::LoadShared(o) => count_expr(o, v),
+        Expr::DotPacked {
+            act_index,
+            byte_offset,
+            acc,
+            ..
+        } => count_expr(act_index, v) + count_expr(byte_offset, v) + count_expr(acc, v),
     }
 }
 

@@ -121,6 +121,7 @@ fn check_refs(f: &Func) -> Result<(), CraneliftError> {
                 expr(f, acc)
             }
             Expr::LoadShared(_) => Err(CraneliftError::GpuOnly { op: "load_shared" }),
+            Expr::DotPacked { .. } => Err(dot_packed_unsupported()),
             Expr::Dot4 { a, b, acc } => {
                 expr(f, a)?;
                 expr(f, b)?;
@@ -280,11 +281,20 @@ pub(crate) fn mem_flags(output: bool) -> MemFlagsData {
     }
 }
 
+/// The block-wide packed dot product needs wider vectors than Cranelift emits.
+fn dot_packed_unsupported() -> CraneliftError {
+    CraneliftError::NotSupported {
+        op: "dot_packed",
+        why: "block-wide AVX-512 decode; lower with `CpuOptions::packed_dot = false`",
+    }
+}
+
 /// Whether evaluating `e` may touch memory or divide (so it must not be speculated).
 fn may_fault(e: &Expr) -> bool {
     match e {
         Expr::Int(..) | Expr::F32(_) | Expr::Var(_) | Expr::Dim(_) | Expr::Special(_) => false,
         Expr::Load { .. } | Expr::LoadBytes { .. } | Expr::DotRun { .. } => true,
+        Expr::DotPacked { .. } => true,
         Expr::Bin(op, a, b) => {
             let div =
                 matches!(op, BinOp::Div | BinOp::Rem) && !matches!(**b, Expr::Int(c, _) if c != 0);
@@ -568,6 +578,7 @@ impl Tr<'_, '_> {
                 }
             }
             Expr::LoadShared(_) => return Err(CraneliftError::GpuOnly { op: "load_shared" }),
+            Expr::DotPacked { .. } => return Err(dot_packed_unsupported()),
             Expr::Dot4 { a, b: bx, acc } => {
                 for x in [a, bx, acc] {
                     if self.ty(x) != Ty::I32 {

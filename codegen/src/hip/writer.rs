@@ -318,6 +318,16 @@ impl Scan {
                 self.expr(acc, path);
             }
             Expr::LoadShared(o) => self.expr(o, path),
+            Expr::DotPacked {
+                act_index,
+                byte_offset,
+                acc,
+                ..
+            } => {
+                self.expr(act_index, path);
+                self.expr(byte_offset, path);
+                self.expr(acc, path);
+            }
         }
     }
 
@@ -679,6 +689,9 @@ impl<'a> FnWriter<'a> {
             }
             Expr::LoadShared(_) => {
                 return self.unsupported("shared-memory staging (a PTX-only GEMV option)")
+            }
+            Expr::DotPacked { .. } => {
+                return self.unsupported("block-wide packed dot products (a CPU lowering option)")
             }
         })
     }
@@ -1148,6 +1161,12 @@ impl<'a> FnWriter<'a> {
                 Expr::DotRun { index, acc, .. } => expr(index, d) || expr(acc, d),
                 Expr::Dot4 { a, b, acc } => expr(a, d) || expr(b, d) || expr(acc, d),
                 Expr::LoadShared(o) => expr(o, d),
+                Expr::DotPacked {
+                    act_index,
+                    byte_offset,
+                    acc,
+                    ..
+                } => expr(act_index, d) || expr(byte_offset, d) || expr(acc, d),
             }
         }
         fn stmts(ss: &[Stmt], d: usize) -> bool {
@@ -1184,6 +1203,20 @@ impl<'a> FnWriter<'a> {
                 Expr::Bfe { value, .. } => expr(value, b),
                 Expr::Dot4 { a, b: y, acc } => expr(a, b) || expr(y, b) || expr(acc, b),
                 Expr::LoadShared(o) => expr(o, b),
+                Expr::DotPacked {
+                    act,
+                    act_index,
+                    wbuf,
+                    byte_offset,
+                    acc,
+                    ..
+                } => {
+                    *act == b
+                        || *wbuf == b
+                        || expr(act_index, b)
+                        || expr(byte_offset, b)
+                        || expr(acc, b)
+                }
             }
         }
         fn stmts(ss: &[Stmt], b: usize) -> bool {

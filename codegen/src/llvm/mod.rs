@@ -203,6 +203,7 @@ fn host_lowering(opts: &JitOptions) -> Lowering {
         dot4: Dot4Impl::Vector,
         reassociate: opts.reassociate,
         bounds_checks: opts.bounds_checks,
+        packed_dot: host.packed_dot(),
         cpu_attrs: Some((host.cpu, host.features)),
     }
 }

@@ -157,6 +157,8 @@ pub(crate) struct Lowering {
     /// `target-cpu` / `target-features` function attributes (the CPU JIT uses them so
     /// that machine code uses the host's vector extensions).
     pub cpu_attrs: Option<(String, String)>,
+    /// `DotPacked` is compiled (x86 with AVX-512 BW, VBMI and VNNI).
+    pub packed_dot: bool,
 }
 
 impl Lowering {
@@ -174,6 +176,7 @@ impl Lowering {
             reassociate: false,
             bounds_checks: false,
             cpu_attrs: None,
+            packed_dot: false,
         }
     }
 }
@@ -212,6 +215,15 @@ impl HostCpu {
             cpu: TargetMachine::get_host_cpu_name().to_string(),
             features: TargetMachine::get_host_cpu_features().to_string(),
         }
+    }
+
+    /// Whether this CPU runs the AVX-512 block decode of `DotPacked` (BW, VBMI, VNNI).
+    pub fn packed_dot(&self) -> bool {
+        let has = |f: &str| self.features.split(',').any(|x| x == f);
+        self.triple.starts_with("x86_64")
+            && ["+avx512f", "+avx512bw", "+avx512vbmi", "+avx512vnni"]
+                .iter()
+                .all(|f| has(f))
     }
 
     /// Whether f16 ⇄ f32 conversions are single instructions on this CPU.

@@ -29,6 +29,8 @@
 //! The body is an internal, always-inlined function taking the buffers as `noalias`
 //! pointers, so LLVM knows inputs and output never overlap.
 
+mod packed;
+
 use std::collections::HashMap;
 
 use inkwell::attributes::{Attribute, AttributeLoc};
@@ -163,6 +165,23 @@ fn check_func(f: &Func) -> Result<(), LlvmError> {
                 e(f, index).and(e(f, acc))
             }
             Expr::Dot4 { a, b, acc } => e(f, a).and(e(f, b)).and(e(f, acc)),
+            Expr::DotPacked {
+                act,
+                act_index,
+                wbuf,
+                byte_offset,
+                layout,
+                count,
+                acc,
+            } => {
+                if *act >= f.bufs.len() || *wbuf >= f.bufs.len() {
+                    return bad("dot_packed buffer out of range".into());
+                }
+                if let Some(why) = packed::unsupported_reason(layout, *count, f.bufs[*act].elem) {
+                    return Err(LlvmError::Unsupported(format!("dot_packed over {why}")));
+                }
+                e(f, act_index).and(e(f, byte_offset)).and(e(f, acc))
+            }
             Expr::LoadShared(_) => Err(LlvmError::Unsupported(
                 "shared-memory staging (a PTX-backend GEMV option)".into(),
             )),
@@ -489,6 +508,7 @@ const AMDGPU_KERNEL_CC: u32 = 91;
 fn touches_memory(e: &Expr) -> bool {
     match e {
         Expr::Load { .. } | Expr::LoadBytes { .. } | Expr::DotRun { .. } => true,
+        Expr::DotPacked { .. } => true,
         Expr::Int(..) | Expr::F32(_) | Expr::Var(_) | Expr::Dim(_) | Expr::Special(_) => false,
         // A division may reach the division-by-zero exit.
         Expr::Bin(op, a, b) => {
@@ -518,6 +538,12 @@ fn var_uses(v: Var, e: &Expr) -> usize {
         } => var_uses(v, index) + codes.iter().filter(|c| **c == v).count() + var_uses(v, acc),
         Expr::Dot4 { a, b, acc } => var_uses(v, a) + var_uses(v, b) + var_uses(v, acc),
         Expr::LoadShared(o) => var_uses(v, o),
+        Expr::DotPacked {
+            act_index,
+            byte_offset,
+            acc,
+            ..
+        } => var_uses(v, act_index) + var_uses(v, byte_offset) + var_uses(v, acc),
     }
 }
 
@@ -959,6 +985,17 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
                 codes,
                 acc,
             } => self.dot_run(*buf, index, codes, acc)?,
+            Expr::DotPacked {
+                act,
+                act_index,
+                wbuf,
+                byte_offset,
+                layout,
+                count,
+                acc,
+            } => self
+                .dot_packed(*act, act_index, *wbuf, byte_offset, layout, *count, acc)?
+                .into(),
             Expr::LoadShared(_) => {
                 return Err(LlvmError::Unsupported(
                     "shared-memory staging (a PTX-backend GEMV option)".into(),

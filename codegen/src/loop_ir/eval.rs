@@ -284,6 +284,46 @@ impl Machine<'_> {
                 }
                 s
             }
+            Expr::DotPacked {
+                act,
+                act_index,
+                wbuf,
+                byte_offset,
+                layout,
+                count,
+                acc,
+            } => {
+                let base = self.eval(act_index, lane)?.i();
+                let off = self.eval(byte_offset, lane)?.i();
+                let per = layout.per_unit();
+                let stride = super::packed_stride_bits(layout);
+                let nbytes = super::packed_block_bytes(layout, *count);
+                let w = self.bytes(*wbuf, off, nbytes, "packed weight block")?;
+                let mut s = self.eval(acc, lane)?.i();
+                for j in 0..*count as usize {
+                    let fd = layout.field_of(j);
+                    let bit = (j / per) * stride + fd.shift as usize;
+                    let mut raw = 0u32;
+                    for b in 0..fd.bits as usize {
+                        let p = bit + b;
+                        raw |= (((w[p / 8] >> (p % 8)) & 1) as u32) << b;
+                    }
+                    let code = if fd.signed && raw >> (fd.bits - 1) & 1 == 1 {
+                        raw as i64 - (1i64 << fd.bits)
+                    } else {
+                        raw as i64
+                    };
+                    let a = self.eval(
+                        &Expr::Load {
+                            buf: *act,
+                            index: Box::new(Expr::Int(base + j as i64, Ty::I64)),
+                        },
+                        lane,
+                    )?;
+                    s = wrap(s.wrapping_add(a.i().wrapping_mul(code)), Ty::I32);
+                }
+                V::I(s)
+            }
             Expr::Dot4 { a, b, acc } => {
                 let x = self.eval(a, lane)?.i() as u32;
                 let y = self.eval(b, lane)?.i() as u32;

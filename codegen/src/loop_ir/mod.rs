@@ -14,6 +14,22 @@
 pub mod eval;
 mod print;
 
+pub use qkc_dsl::layout::LayoutDesc;
+
+/// Bits between consecutive units of a packed layout in memory (a stream packs
+/// units back to back; byte storage gives each unit a byte).
+pub fn packed_stride_bits(l: &LayoutDesc) -> usize {
+    match l.storage {
+        qkc_dsl::layout::Storage::Byte => 8,
+        qkc_dsl::layout::Storage::Stream => l.unit_bits as usize,
+    }
+}
+
+/// Bytes of packed weights a [`Expr::DotPacked`] of `count` weights reads.
+pub fn packed_block_bytes(l: &LayoutDesc, count: u32) -> usize {
+    (count as usize / l.per_unit() * packed_stride_bits(l)).div_ceil(8)
+}
+
 /// A value type. Integers are two's complement; indices and byte offsets are `I64`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Ty {
@@ -179,6 +195,24 @@ pub enum Expr {
         codes: Vec<Var>,
         acc: Box<Expr>,
     },
+    /// A dot product over a whole block of packed weights, unpacked by its layout
+    /// descriptor: `acc + Σ_{j<count} load(act, act_index + j) * code_j`, where
+    /// `code_j` is field `j % n_fields` (in weight order) of unit `j / n_fields`,
+    /// and unit `u` sits at bit `u * stride` of the little-endian bytes starting at
+    /// byte `byte_offset` of buffer `wbuf` (stride: the unit's bits for a stream, 8
+    /// for byte storage). Reads `count / n_fields * stride / 8` weight bytes. The
+    /// accumulator is `I32`, activations `i8`. CPU backends with wide vector units
+    /// decode the block at once (LLVM on x86: AVX-512 VBMI + VNNI); a lowering emits
+    /// it only for targets that declare support ([`crate::lower::CpuOptions`]).
+    DotPacked {
+        act: usize,
+        act_index: Box<Expr>,
+        wbuf: usize,
+        byte_offset: Box<Expr>,
+        layout: LayoutDesc,
+        count: u32,
+        acc: Box<Expr>,
+    },
     /// `acc + Σ_{i<4} sext8(a >> 8i) * sext8(b >> 8i)` on `I32` operands (dp4a).
     Dot4 {
         a: Box<Expr>,
@@ -339,7 +373,7 @@ impl Func {
                 }
             }
             Expr::Bfe { value, .. } => self.ty(value),
-            Expr::Dot4 { .. } | Expr::LoadShared(_) => Ty::I32,
+            Expr::Dot4 { .. } | Expr::LoadShared(_) | Expr::DotPacked { .. } => Ty::I32,
             Expr::DotRun { acc, .. } => self.ty(acc),
         }
     }

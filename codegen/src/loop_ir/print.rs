@@ -98,6 +98,23 @@ impl Func {
                 self.expr_str(acc)
             ),
             Expr::LoadShared(o) => format!("shared_i32({})", self.expr_str(o)),
+            Expr::DotPacked {
+                act,
+                act_index,
+                wbuf,
+                byte_offset,
+                layout,
+                count,
+                acc,
+            } => format!(
+                "dot_packed({}[{} ..+{count}], {}[byte {} ..+{}] as {layout}, {})",
+                self.bufs[*act].name,
+                self.expr_str(act_index),
+                self.bufs[*wbuf].name,
+                self.expr_str(byte_offset),
+                super::packed_block_bytes(layout, *count),
+                self.expr_str(acc)
+            ),
         }
     }
 

@@ -4,9 +4,14 @@
 //! parallel for n in 0..N:                     // weight rows split across threads
 //!   for m0 in 0..M step TM:                   // TM activation rows share each decoded chunk
 //!     facc[i] = 0                             // f32, one per row of the tile
-//!     for g in 0..groups:
+//!     for g in groups of whole blocks:       // only with `packed_dot` (i8 × packed ints)
+//!       acc[i] = Σ unrolled dot_packed(x[row i, block], weight block)
+//!       facc[i] += f32(acc[i]) * group scales
+//!     for g in the other groups:
 //!       acc[i] = 0                            // i32/i64 (proved) or f32
-//!       for kc in whole chunks of the group:  // constant-position unpack
+//!       for kb in whole 64-unit blocks:       // only with `packed_dot`
+//!         acc[i] = dot_packed(x[row i, kb..], weight block, acc[i])
+//!       for kc in the rest's whole chunks:    // constant-position unpack
 //!         codes = bfe(load chunk bytes)
 //!         acc[i] = dot(x[row i, kc..], codes, acc[i])
 //!       for k in the group's tail:            // generic unpack
@@ -20,7 +25,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::scales::{group_scale, outer_scale};
-use super::unpack::{chunk_for, decode_chunk, decode_one, row_bytes};
+use super::unpack::{chunk_for, decode_chunk, decode_one, row_bytes, Chunk};
 use super::{CpuOptions, Plan};
 use crate::loop_ir::build::*;
 use crate::loop_ir::{CmpOp, Expr, Func, Launch, LoopKind, Stmt, Ty};
@@ -98,13 +103,53 @@ pub fn lower(p: &Plan, o: &CpuOptions) -> Func {
         g_body.push(Stmt::Let(a, zero.clone()));
         acc.push(a);
     }
+    // Whole 64-unit blocks first, when the target decodes them at once.
+    let kc_start = match packed_block(p, o, chunk) {
+        Some(bw) => {
+            let kb_end = f.var("kb_end", Ty::I64);
+            g_body.push(Stmt::Let(
+                kb_end,
+                add(var(k0), mul(div(sub(var(k1), var(k0)), i64c(bw)), i64c(bw))),
+            ));
+            let kb = f.var("kb", Ty::I64);
+            let byte_offset = block_offset(p, var(wrow), var(kb));
+            let mut kb_body = Vec::new();
+            for i in 0..tm {
+                kb_body.push(Stmt::Set(
+                    acc[i],
+                    Expr::DotPacked {
+                        act: p.act,
+                        act_index: Box::new(add(var(arow[i]), var(kb))),
+                        wbuf: p.weight,
+                        byte_offset: Box::new(byte_offset.clone()),
+                        layout: l,
+                        count: bw as u32,
+                        acc: Box::new(var(acc[i])),
+                    },
+                ));
+            }
+            g_body.push(Stmt::For {
+                var: kb,
+                start: var(k0),
+                end: var(kb_end),
+                step: bw,
+                kind: LoopKind::Serial,
+                body: kb_body,
+            });
+            var(kb_end)
+        }
+        None => var(k0),
+    };
     let kc_end = f.var("kc_end", Ty::I64);
     match chunk {
         Some(c) => {
             let cw = c.weights as i64;
             g_body.push(Stmt::Let(
                 kc_end,
-                add(var(k0), mul(div(sub(var(k1), var(k0)), i64c(cw)), i64c(cw))),
+                add(
+                    kc_start.clone(),
+                    mul(div(sub(var(k1), kc_start.clone()), i64c(cw)), i64c(cw)),
+                ),
             ));
             let kc = f.var("kc", Ty::I64);
             let mut kc_body = vec![Stmt::Comment(format!(
@@ -125,14 +170,14 @@ pub fn lower(p: &Plan, o: &CpuOptions) -> Func {
             }
             g_body.push(Stmt::For {
                 var: kc,
-                start: var(k0),
+                start: kc_start,
                 end: var(kc_end),
                 step: cw,
                 kind: LoopKind::Serial,
                 body: kc_body,
             });
         }
-        None => g_body.push(Stmt::Let(kc_end, var(k0))),
+        None => g_body.push(Stmt::Let(kc_end, kc_start)),
     }
     let kt = f.var("k", Ty::I64);
     let mut tail = vec![Stmt::Comment("tail: generic unpack".into())];
@@ -183,9 +228,68 @@ pub fn lower(p: &Plan, o: &CpuOptions) -> Func {
         }
         g_body = g_body_int;
     }
+    // Groups made of whole blocks are peeled into a loop of their own whose body is
+    // only the blocks (unrolled) and the scale: no chunk or tail loop to set up.
+    let mut first_general = i64c(0);
+    if let (Some(bw), Some(gs), false) = (packed_block(p, o, chunk), p.group, int_out) {
+        let full = div(dim(dk), i64c(gs as i64));
+        let gf = f.var("gf", Ty::I64);
+        let mut body = Vec::new();
+        let kf = f.var("kf", Ty::I64);
+        body.push(Stmt::Let(kf, mul(var(gf), i64c(gs as i64))));
+        let accf: Vec<_> = (0..tm)
+            .map(|i| f.var(format!("accf{i}"), Ty::I32))
+            .collect();
+        for &a in &accf {
+            body.push(Stmt::Let(a, Expr::Int(0, Ty::I32)));
+        }
+        let j = f.var("jb", Ty::I64);
+        let kb = add(var(kf), var(j));
+        let blocks: Vec<Stmt> = (0..tm)
+            .map(|i| {
+                Stmt::Set(
+                    accf[i],
+                    Expr::DotPacked {
+                        act: p.act,
+                        act_index: Box::new(add(var(arow[i]), kb.clone())),
+                        wbuf: p.weight,
+                        byte_offset: Box::new(block_offset(p, var(wrow), kb.clone())),
+                        layout: l,
+                        count: bw as u32,
+                        acc: Box::new(var(accf[i])),
+                    },
+                )
+            })
+            .collect();
+        body.push(Stmt::For {
+            var: j,
+            start: i64c(0),
+            end: i64c(gs as i64),
+            step: bw,
+            kind: LoopKind::Unroll,
+            body: blocks,
+        });
+        for i in 0..tm {
+            let partial = cast(Ty::F32, var(accf[i]));
+            let scaled = match group_scale(p, &var(rows[i]), &var(n), &var(gf), &groups) {
+                Some(sc) => mul(partial, sc),
+                None => partial,
+            };
+            body.push(Stmt::Set(facc[i], add(var(facc[i]), scaled)));
+        }
+        m_body.push(Stmt::For {
+            var: gf,
+            start: i64c(0),
+            end: full.clone(),
+            step: 1,
+            kind: LoopKind::Serial,
+            body,
+        });
+        first_general = full;
+    }
     m_body.push(Stmt::For {
         var: g,
-        start: i64c(0),
+        start: first_general,
         end: groups.clone(),
         step: 1,
         kind: LoopKind::Serial,
@@ -224,4 +328,34 @@ pub fn lower(p: &Plan, o: &CpuOptions) -> Func {
         body: n_body,
     });
     f
+}
+
+/// Byte offset of the block whose first weight is `k` (a multiple of the block) in
+/// the row starting at byte `row`.
+fn block_offset(p: &Plan, row: Expr, k: Expr) -> Expr {
+    let stride = crate::loop_ir::packed_stride_bits(&p.layout) as i64;
+    add(
+        row,
+        div(
+            mul(div(k, i64c(p.layout.per_unit() as i64)), i64c(stride)),
+            i64c(8),
+        ),
+    )
+}
+
+/// Weights per `DotPacked` block when the schedule uses them: i8 activations, an `I32`
+/// accumulator, 1 or 2 fields per unit, and groups (if any) made of whole blocks, so
+/// a block never straddles a group and starts on a byte, and the chunks after the
+/// blocks still start on a multiple of their size.
+fn packed_block(p: &Plan, o: &CpuOptions, chunk: Option<Chunk>) -> Option<i64> {
+    let per = p.layout.per_unit();
+    let bw = 64 * per as i64;
+    let ok = o.packed_dot
+        && o.chunked_unpack
+        && (1..=2).contains(&per)
+        && p.acc == Ty::I32
+        && p.bufs[p.act].elem == crate::loop_ir::Elem::I8
+        && p.group.is_none_or(|g| g as i64 % bw == 0)
+        && chunk.is_none_or(|c| bw % c.weights as i64 == 0);
+    ok.then_some(bw)
 }

@@ -29,6 +29,11 @@ pub struct CpuOptions {
     pub tile_m: u32,
     /// Use constant-position unpack of whole-byte chunks (off: generic path only).
     pub chunked_unpack: bool,
+    /// Emit [`crate::loop_ir::Expr::DotPacked`] for whole 64-unit blocks of i8 × packed
+    /// integer dot products (1 or 2 fields per unit, blocks inside one group). Only for
+    /// backends that compile it: LLVM on x86 with AVX-512 VBMI + VNNI
+    /// (`qkc_codegen::llvm::HostCpu::packed_dot`).
+    pub packed_dot: bool,
 }
 
 impl CpuOptions {
@@ -37,6 +42,7 @@ impl CpuOptions {
         CpuOptions {
             tile_m: k.schedule.tile_m.unwrap_or(4).clamp(1, 8),
             chunked_unpack: true,
+            packed_dot: false,
         }
     }
 }

@@ -24,12 +24,7 @@ pub struct Chunk {
 }
 
 /// Bits a unit occupies in memory.
-pub fn unit_stride_bits(l: &LayoutDesc) -> usize {
-    match l.storage {
-        Storage::Byte => 8,
-        Storage::Stream => l.unit_bits as usize,
-    }
-}
+pub use crate::loop_ir::packed_stride_bits as unit_stride_bits;
 
 /// The largest chunk of at most 64 bits that ends on a byte boundary and, if
 /// `align_units` is given, divides it (so chunks never straddle a group).

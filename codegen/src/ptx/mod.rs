@@ -746,6 +746,9 @@ impl Tx<'_> {
                 self.w.ins(format!("dp4a.s32.s32 {d}, {ra}, {rb}, {rc}"));
                 Ok(Val::reg(d, Ty::I32))
             }
+            Expr::DotPacked { .. } => {
+                self.unsupported("block-wide packed dot products (a CPU lowering option)")
+            }
             Expr::LoadShared(o) => {
                 let a = self.shared_addr(o)?;
                 let d = self.w.reg(Class::B32);
