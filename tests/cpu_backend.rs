@@ -36,6 +36,8 @@ use qkc::dsl::interp;
 use qkc::dsl::ir::{Dims, Kernel, Scalar};
 use qkc::runtime::cpu::{compare_with_reference, CpuError, CpuKernel, CpuOptions};
 
+mod gpu_common;
+
 const U: f64 = 1.0 / (1u64 << 24) as f64;
 
 // ------------------------------------------------------------------ kernels
@@ -1582,4 +1584,63 @@ fn compiled_kernels_are_send_and_sync() {
             assert_eq!(h.join().unwrap(), want);
         }
     });
+}
+
+#[test]
+fn packed_blocks_match_the_interpreters_bit_for_bit() {
+    // Whole 64-unit blocks decoded with pshufb + pmaddubsw (`DotPacked`), on layouts
+    // with 1 and 2 fields, byte and stream storage, groups of 128/256 and none, with
+    // chunk and generic tails after the blocks, M past the tile: bit for bit against
+    // the loop-IR interpreter running the same lowering, and against the reference.
+    if !cfg!(target_arch = "x86_64") || !std::is_x86_feature_detected!("ssse3") {
+        eprintln!("SKIP: Cranelift's block decode needs x86-64 SSSE3; dot_packed is checked by the loop-IR interpreter (codegen/tests/loop_eval.rs)");
+        return;
+    }
+    let shapes: [(u64, u64, u64); 5] = [
+        (1, 3, 128),
+        (2, 5, 256),
+        (1, 4, 400),
+        (5, 3, 1000),
+        (7, 2, 4096),
+    ];
+    let (mut used, mut refused) = (0, 0);
+    for k in gpu_common::packed_block_kernels() {
+        let layout = lower::Plan::new(&k).layout;
+        if !qkc::codegen::cranelift::packed_dot_supported(&layout) {
+            // pmaddubsw could saturate: the runtime must not pick the block decode.
+            assert!(!CpuOptions::for_kernel(&k).lower.packed_dot, "{layout}");
+            refused += 1;
+            continue;
+        }
+        assert!(CpuOptions::for_kernel(&k).lower.packed_dot, "{layout}");
+        for (tile_m, bounds_checks) in [(1, false), (4, true)] {
+            let mut o = opts(tile_m, true, true, 2, bounds_checks);
+            o.lower.packed_dot = true;
+            let f = lower::lower_cpu(&k, &o.lower);
+            assert!(f.to_string().contains("dot_packed"), "{f}");
+            used += 1;
+            let kernel = CpuKernel::new(&k, &o).unwrap_or_else(|e| panic!("{f}\n{e}"));
+            for (si, &(m, n, kk)) in shapes.iter().enumerate() {
+                let mut dims = Dims { values: vec![0; 3] };
+                dims.values[k.m] = m;
+                dims.values[k.n] = n;
+                dims.values[k.k] = kk;
+                let inputs = random_inputs(&k, &dims, 900 + si as u64);
+                let got = kernel.run(&dims, &inputs).unwrap_or_else(|e| panic!("{e}"));
+                let want = eval_output(&f, &dims, &inputs, got.as_bytes().len());
+                assert!(
+                    got.as_bytes() == want,
+                    "{layout} {:?}: not bit-identical",
+                    (m, n, kk)
+                );
+                let c = compare_with_reference(&k, &dims, &inputs, &got).unwrap();
+                assert!(c.passed(), "{layout} {:?}: {c:?}", (m, n, kk));
+            }
+        }
+    }
+    assert_eq!(
+        (used, refused),
+        (30, 3),
+        "five layouts run, the 8-bit one is refused"
+    );
 }

@@ -668,39 +668,6 @@ fn gpu_mapping_of_cpu_functions_matches_the_interpreter() {
     assert!(amd.text.asm.contains("v_dot4"), "{}", amd.text.asm);
 }
 
-/// i8 kernels whose CPU schedule decodes whole 64-unit blocks (`dot_packed`): 1 and 2
-/// fields per unit, byte and stream storage, groups of 128 and 256 and none.
-fn packed_block_kernels() -> Vec<Kernel> {
-    let layouts = [
-        "layout L = { hi: s4 @ 6..3, lo: s3 @ 2..0 } stream;",
-        "layout L = { hi: s4 @ 6..3, lo: s3 @ 2..0 };",
-        "layout L = { hi: s4 @ 7..4, lo: u4 @ 3..0 };",
-        "layout L = { v: s3 @ 2..0 } stream;",
-        "layout L = { v: u5 @ 4..0 } stream;",
-        "layout L = { v: s8 @ 7..0 };",
-    ];
-    let mut out = Vec::new();
-    for l in layouts {
-        for g in [Some(128), Some(256), None] {
-            let (ws, term) = match g {
-                Some(g) => (
-                    format!(", ws: f16[N, K / {g}]"),
-                    format!(" * ws[n, k / {g}]"),
-                ),
-                None => (String::new(), String::new()),
-            };
-            let out_ty = if g.is_some() { "f32" } else { "i32" };
-            let src = format!(
-                "{l}\nkernel packed(x: i8[M, K], w: L[N, K]{ws}) -> y: {out_ty}[M, N] {{\n    \
-                 where M <= 8, K <= 4096;\n    y[m, n] = sum(k) x[m, k] * w[n, k]{term};\n}}\n"
-            );
-            let prog = qkc_dsl::compile("packed.qk", &src).unwrap_or_else(|e| panic!("{src}\n{e}"));
-            out.extend(prog.kernels);
-        }
-    }
-    out
-}
-
 #[test]
 fn cpu_packed_blocks_match_the_interpreters_bit_for_bit() {
     // Whole blocks, a block plus a chunk tail, a generic tail, several groups, M past

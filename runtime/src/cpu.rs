@@ -43,10 +43,15 @@ pub struct CpuOptions {
 }
 
 impl CpuOptions {
-    /// Defaults for a kernel: its schedule hints, SIMD on, all available cores.
+    /// Defaults for a kernel: its schedule hints, SIMD on (with whole-block packed dot
+    /// products where this host and the layout allow them), all available cores.
     pub fn for_kernel(k: &Kernel) -> CpuOptions {
+        let layout = lower::Plan::new(k).layout;
         CpuOptions {
-            lower: lower::CpuOptions::for_kernel(k),
+            lower: lower::CpuOptions {
+                packed_dot: cranelift::packed_dot_supported(&layout),
+                ..lower::CpuOptions::for_kernel(k)
+            },
             jit: CraneliftOptions::default(),
             threads: 0,
             adapt_tile: true,
@@ -120,6 +125,8 @@ impl CpuKernel {
         for tile_m in tiles {
             let lo = lower::CpuOptions {
                 tile_m,
+                // Block decode is a vector path: off with SIMD off.
+                packed_dot: opts.lower.packed_dot && opts.jit.simd,
                 ..opts.lower.clone()
             };
             let func = lower_cpu(kernel, &lo);

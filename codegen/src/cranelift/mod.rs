@@ -29,10 +29,14 @@
 //! bit, with one documented exception: the SIMD paths ([`CraneliftOptions::simd`])
 //! reassociate `f32` dot-product runs (integer runs stay exact: wrapping sums do not
 //! depend on the order). See the `translate` submodule for the translation of each
-//! operation and `simd` for the vector paths.
+//! operation, `simd` for the vector paths and `packed` for whole-block packed dot
+//! products (`DotPacked`, 128-bit `pshufb` + `pmaddubsw`).
 
+mod packed;
 mod simd;
 mod translate;
+
+pub use packed::supported as packed_dot_supported;
 
 use std::sync::Mutex;
 

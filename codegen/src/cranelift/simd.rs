@@ -65,7 +65,7 @@ pub(crate) struct Simd {
 /// Accumulators promoted by one loop, reduced by [`finish`].
 pub(crate) struct Promoted(Vec<(Var, Variable, Ty)>);
 
-fn le() -> MemFlagsData {
+pub(crate) fn le() -> MemFlagsData {
     MemFlagsData::new().with_endianness(Endianness::Little)
 }
 
@@ -174,7 +174,7 @@ fn eligible(tr: &Tr, buf: usize, codes: &[Var], t: Ty) -> bool {
     }
 }
 
-fn vconst(tr: &mut Tr, ty: Type, bytes: Vec<u8>) -> Value {
+pub(crate) fn vconst(tr: &mut Tr, ty: Type, bytes: Vec<u8>) -> Value {
     let c = tr.b.func.dfg.constants.insert(ConstantData::from(bytes));
     tr.b.ins().vconst(ty, c)
 }
@@ -192,7 +192,7 @@ fn zero_vec(tr: &mut Tr, ty: Type) -> Value {
 }
 
 /// Whether the host has x86 SSSE3 (`pshufb`); cranelift-native compiles for the host.
-fn has_ssse3() -> bool {
+pub(crate) fn has_ssse3() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::is_x86_feature_detected!("ssse3")

@@ -121,7 +121,20 @@ fn check_refs(f: &Func) -> Result<(), CraneliftError> {
                 expr(f, acc)
             }
             Expr::LoadShared(_) => Err(CraneliftError::GpuOnly { op: "load_shared" }),
-            Expr::DotPacked { .. } => Err(dot_packed_unsupported()),
+            Expr::DotPacked {
+                act,
+                act_index,
+                wbuf,
+                byte_offset,
+                acc,
+                ..
+            } => {
+                buf(*act)?;
+                buf(*wbuf)?;
+                expr(f, act_index)?;
+                expr(f, byte_offset)?;
+                expr(f, acc)
+            }
             Expr::Dot4 { a, b, acc } => {
                 expr(f, a)?;
                 expr(f, b)?;
@@ -278,14 +291,6 @@ pub(crate) fn mem_flags(output: bool) -> MemFlagsData {
         m
     } else {
         m.with_readonly()
-    }
-}
-
-/// The block-wide packed dot product needs wider vectors than Cranelift emits.
-fn dot_packed_unsupported() -> CraneliftError {
-    CraneliftError::NotSupported {
-        op: "dot_packed",
-        why: "block-wide AVX-512 decode; lower with `CpuOptions::packed_dot = false`",
     }
 }
 
@@ -578,7 +583,24 @@ impl Tr<'_, '_> {
                 }
             }
             Expr::LoadShared(_) => return Err(CraneliftError::GpuOnly { op: "load_shared" }),
-            Expr::DotPacked { .. } => return Err(dot_packed_unsupported()),
+            Expr::DotPacked {
+                act,
+                act_index,
+                wbuf,
+                byte_offset,
+                layout,
+                count,
+                acc,
+            } => super::packed::dot_packed(
+                self,
+                *act,
+                act_index,
+                *wbuf,
+                byte_offset,
+                layout,
+                *count,
+                acc,
+            )?,
             Expr::Dot4 { a, b: bx, acc } => {
                 for x in [a, bx, acc] {
                     if self.ty(x) != Ty::I32 {
