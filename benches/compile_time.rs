@@ -1,5 +1,5 @@
 //! Criterion benchmark of compile time: `.qk` text to checked IR, to loop IR, and to
-//! native code with the Cranelift JIT. qkc's promise is milliseconds, not the hours
+//! native code with the Cranelift JIT (and LLVM's, with `--features llvm`). qkc's promise is milliseconds, not the hours
 //! of autotuning some peers need before the first token.
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -23,6 +23,16 @@ fn compile_time(c: &mut Criterion) {
     c.bench_function("cranelift JIT compile", |b| {
         b.iter(|| CpuKernel::new(std::hint::black_box(k), &CpuOptions::for_kernel(k)).is_ok())
     });
+    #[cfg(feature = "llvm")]
+    {
+        use qkc::runtime::llvm_cpu::{LlvmCpuKernel, LlvmCpuOptions};
+        // O3, two variants (the kernel's tile and tile_m = 1), as the runtime builds it.
+        c.bench_function("llvm JIT compile (O3)", |b| {
+            b.iter(|| {
+                LlvmCpuKernel::new(std::hint::black_box(k), &LlvmCpuOptions::for_kernel(k)).is_ok()
+            })
+        });
+    }
 }
 
 criterion_group! {

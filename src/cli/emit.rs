@@ -36,15 +36,15 @@ pub fn run(a: &EmitArgs) -> miette::Result<()> {
             Ok(())
         }
         "loop-ir" => {
-            let f =
-                qkc_codegen::lower::lower_cpu(k, &qkc_codegen::lower::CpuOptions::for_kernel(k));
-            println!("{f}");
+            // The CPU schedule `run --target cpu` executes on this host.
+            let lo = qkc_runtime::cpu::CpuOptions::for_kernel(k).lower;
+            println!("{}", qkc_codegen::lower::lower_cpu(k, &lo));
             Ok(())
         }
         "clif" | "asm" => {
-            use qkc_codegen::lower::{lower_cpu, CpuOptions};
-            let f = lower_cpu(k, &CpuOptions::for_kernel(k));
-            let o = qkc_codegen::cranelift::CraneliftOptions::default();
+            let o = qkc_runtime::cpu::CpuOptions::for_kernel(k);
+            let f = qkc_codegen::lower::lower_cpu(k, &o.lower);
+            let o = o.jit;
             let text = if a.target == "clif" {
                 qkc_codegen::cranelift::clif(&f, &o)
             } else {
