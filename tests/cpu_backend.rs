@@ -1640,7 +1640,7 @@ fn packed_blocks_match_the_interpreters_bit_for_bit() {
     }
     assert_eq!(
         (used, refused),
-        (30, 3),
+        (40, 4),
         "five layouts run, the 8-bit one is refused"
     );
 }

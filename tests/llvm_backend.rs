@@ -725,7 +725,7 @@ fn cpu_packed_blocks_match_the_interpreters_bit_for_bit() {
             }
         }
     }
-    assert_eq!(used, 36, "every kernel × tile lowers to dot_packed");
+    assert_eq!(used, 48, "every kernel × tile lowers to dot_packed");
     // And the machine code is the block decode, not a scalar fallback.
     let k = &packed_block_kernels()[0];
     let f = lower_cpu(

@@ -197,7 +197,8 @@ pub fn check(k: &Kernel, d: &Dims, inputs: &[HostBuf], got: &[f64]) -> Result<()
 }
 
 /// i8 kernels whose CPU schedule decodes whole 64-unit blocks (`dot_packed`): 1 and 2
-/// fields per unit, byte and stream storage, groups of 128 and 256 and none.
+/// fields per unit, byte and stream storage, groups of 128, 256 and 1024 (a loop of
+/// blocks rather than unrolled ones) and none.
 pub fn packed_block_kernels() -> Vec<Kernel> {
     let layouts = [
         "layout L = { hi: s4 @ 6..3, lo: s3 @ 2..0 } stream;",
@@ -209,7 +210,7 @@ pub fn packed_block_kernels() -> Vec<Kernel> {
     ];
     let mut out = Vec::new();
     for l in layouts {
-        for g in [Some(128), Some(256), None] {
+        for g in [Some(128), Some(256), Some(1024), None] {
             let (ws, term) = match g {
                 Some(g) => (
                     format!(", ws: f16[N, K / {g}]"),

@@ -266,7 +266,12 @@ pub fn lower(p: &Plan, o: &CpuOptions) -> Func {
             start: i64c(0),
             end: i64c(gs as i64),
             step: bw,
-            kind: LoopKind::Unroll,
+            // Unrolled for the usual groups (≤ 4 blocks); large groups keep a loop.
+            kind: if gs as i64 / bw <= 4 {
+                LoopKind::Unroll
+            } else {
+                LoopKind::Serial
+            },
             body: blocks,
         });
         for i in 0..tm {
