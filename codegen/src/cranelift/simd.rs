@@ -580,27 +580,12 @@ pub(crate) fn assign(tr: &mut Tr, v: Var, e: &Expr) -> Result<bool, CraneliftErr
 }
 
 fn count_expr(e: &Expr, v: Var) -> usize {
-    match e {
+    let own = match e {
         Expr::Var(x) => (*x == v) as usize,
-        Expr::Int(..) | Expr::F32(_) | Expr::Dim(_) | Expr::Special(_) => 0,
-        Expr::Bin(_, a, b) | Expr::Cmp(_, a, b) => count_expr(a, v) + count_expr(b, v),
-        Expr::Select(c, a, b) => count_expr(c, v) + count_expr(a, v) + count_expr(b, v),
-        Expr::Cast(_, a) => count_expr(a, v),
-        Expr::Load { index, .. } => count_expr(index, v),
-        Expr::LoadBytes { offset, .. } => count_expr(offset, v),
-        Expr::Bfe { value, .. } => count_expr(value, v),
-        Expr::DotRun {
-            index, codes, acc, ..
-        } => count_expr(index, v) + codes.iter().filter(|c| **c == v).count() + count_expr(acc, v),
-        Expr::Dot4 { a, b, acc } => count_expr(a, v) + count_expr(b, v) + count_expr(acc, v),
-        Expr::LoadShared(o) => count_expr(o, v),
-        Expr::DotPacked {
-            act_index,
-            byte_offset,
-            acc,
-            ..
-        } => count_expr(act_index, v) + count_expr(byte_offset, v) + count_expr(acc, v),
-    }
+        Expr::DotRun { codes, .. } => codes.iter().filter(|c| **c == v).count(),
+        _ => 0,
+    };
+    own + e.children().iter().map(|c| count_expr(c, v)).sum::<usize>()
 }
 
 /// Every mention of `v` in `body`: reads, assignments, loop variables.

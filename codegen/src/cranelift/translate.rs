@@ -297,20 +297,16 @@ pub(crate) fn mem_flags(output: bool) -> MemFlagsData {
 /// Whether evaluating `e` may touch memory or divide (so it must not be speculated).
 fn may_fault(e: &Expr) -> bool {
     match e {
-        Expr::Int(..) | Expr::F32(_) | Expr::Var(_) | Expr::Dim(_) | Expr::Special(_) => false,
-        Expr::Load { .. } | Expr::LoadBytes { .. } | Expr::DotRun { .. } => true,
-        Expr::DotPacked { .. } => true,
-        Expr::Bin(op, a, b) => {
-            let div =
-                matches!(op, BinOp::Div | BinOp::Rem) && !matches!(**b, Expr::Int(c, _) if c != 0);
-            div || may_fault(a) || may_fault(b)
+        Expr::Load { .. }
+        | Expr::LoadBytes { .. }
+        | Expr::DotRun { .. }
+        | Expr::DotPacked { .. }
+        | Expr::LoadShared(_) => true,
+        // A division by anything but a nonzero constant may trap.
+        Expr::Bin(BinOp::Div | BinOp::Rem, _, b) if !matches!(**b, Expr::Int(c, _) if c != 0) => {
+            true
         }
-        Expr::Cmp(_, a, b) => may_fault(a) || may_fault(b),
-        Expr::Select(c, a, b) => may_fault(c) || may_fault(a) || may_fault(b),
-        Expr::Cast(_, a) => may_fault(a),
-        Expr::Bfe { value, .. } => may_fault(value),
-        Expr::Dot4 { a, b, acc } => may_fault(a) || may_fault(b) || may_fault(acc),
-        Expr::LoadShared(_) => true,
+        _ => e.children().into_iter().any(may_fault),
     }
 }
 

@@ -284,50 +284,17 @@ struct Scan {
 
 impl Scan {
     fn expr(&mut self, e: &Expr, path: &[usize]) {
+        let mut read = |v: Var| {
+            self.uses.entry(v).or_default().push(path.to_vec());
+            *self.reads.entry(v).or_default() += 1;
+        };
         match e {
-            Expr::Var(v) => {
-                self.uses.entry(*v).or_default().push(path.to_vec());
-                *self.reads.entry(*v).or_default() += 1;
-            }
-            Expr::Int(..) | Expr::F32(_) | Expr::Dim(_) | Expr::Special(_) => {}
-            Expr::Bin(_, a, b) | Expr::Cmp(_, a, b) => {
-                self.expr(a, path);
-                self.expr(b, path);
-            }
-            Expr::Select(c, a, b) => {
-                self.expr(c, path);
-                self.expr(a, path);
-                self.expr(b, path);
-            }
-            Expr::Cast(_, a) => self.expr(a, path),
-            Expr::Load { index, .. } => self.expr(index, path),
-            Expr::LoadBytes { offset, .. } => self.expr(offset, path),
-            Expr::Bfe { value, .. } => self.expr(value, path),
-            Expr::DotRun {
-                index, codes, acc, ..
-            } => {
-                self.expr(index, path);
-                for c in codes {
-                    self.expr(&Expr::Var(*c), path);
-                }
-                self.expr(acc, path);
-            }
-            Expr::Dot4 { a, b, acc } => {
-                self.expr(a, path);
-                self.expr(b, path);
-                self.expr(acc, path);
-            }
-            Expr::LoadShared(o) => self.expr(o, path),
-            Expr::DotPacked {
-                act_index,
-                byte_offset,
-                acc,
-                ..
-            } => {
-                self.expr(act_index, path);
-                self.expr(byte_offset, path);
-                self.expr(acc, path);
-            }
+            Expr::Var(v) => read(*v),
+            Expr::DotRun { codes, .. } => codes.iter().for_each(|c| read(*c)),
+            _ => {}
+        }
+        for c in e.children() {
+            self.expr(c, path);
         }
     }
 
@@ -1149,25 +1116,7 @@ impl<'a> FnWriter<'a> {
 
     fn uses_dim(&self, d: usize) -> bool {
         fn expr(e: &Expr, d: usize) -> bool {
-            match e {
-                Expr::Dim(x) => *x == d,
-                Expr::Int(..) | Expr::F32(_) | Expr::Var(_) | Expr::Special(_) => false,
-                Expr::Bin(_, a, b) | Expr::Cmp(_, a, b) => expr(a, d) || expr(b, d),
-                Expr::Select(c, a, b) => expr(c, d) || expr(a, d) || expr(b, d),
-                Expr::Cast(_, a) => expr(a, d),
-                Expr::Load { index, .. } => expr(index, d),
-                Expr::LoadBytes { offset, .. } => expr(offset, d),
-                Expr::Bfe { value, .. } => expr(value, d),
-                Expr::DotRun { index, acc, .. } => expr(index, d) || expr(acc, d),
-                Expr::Dot4 { a, b, acc } => expr(a, d) || expr(b, d) || expr(acc, d),
-                Expr::LoadShared(o) => expr(o, d),
-                Expr::DotPacked {
-                    act_index,
-                    byte_offset,
-                    acc,
-                    ..
-                } => expr(act_index, d) || expr(byte_offset, d) || expr(acc, d),
-            }
+            matches!(e, Expr::Dim(x) if *x == d) || e.children().into_iter().any(|c| expr(c, d))
         }
         fn stmts(ss: &[Stmt], d: usize) -> bool {
             ss.iter().any(|s| match s {
@@ -1188,36 +1137,14 @@ impl<'a> FnWriter<'a> {
 
     fn uses_buf(&self, b: usize) -> bool {
         fn expr(e: &Expr, b: usize) -> bool {
-            match e {
-                Expr::Load { buf, index } => *buf == b || expr(index, b),
-                Expr::LoadBytes { buf, offset, .. } => *buf == b || expr(offset, b),
-                Expr::DotRun {
-                    buf, index, acc, ..
-                } => *buf == b || expr(index, b) || expr(acc, b),
-                Expr::Int(..) | Expr::F32(_) | Expr::Var(_) | Expr::Special(_) | Expr::Dim(_) => {
-                    false
+            let own = match e {
+                Expr::Load { buf, .. } | Expr::LoadBytes { buf, .. } | Expr::DotRun { buf, .. } => {
+                    *buf == b
                 }
-                Expr::Bin(_, x, y) | Expr::Cmp(_, x, y) => expr(x, b) || expr(y, b),
-                Expr::Select(c, x, y) => expr(c, b) || expr(x, b) || expr(y, b),
-                Expr::Cast(_, x) => expr(x, b),
-                Expr::Bfe { value, .. } => expr(value, b),
-                Expr::Dot4 { a, b: y, acc } => expr(a, b) || expr(y, b) || expr(acc, b),
-                Expr::LoadShared(o) => expr(o, b),
-                Expr::DotPacked {
-                    act,
-                    act_index,
-                    wbuf,
-                    byte_offset,
-                    acc,
-                    ..
-                } => {
-                    *act == b
-                        || *wbuf == b
-                        || expr(act_index, b)
-                        || expr(byte_offset, b)
-                        || expr(acc, b)
-                }
-            }
+                Expr::DotPacked { act, wbuf, .. } => *act == b || *wbuf == b,
+                _ => false,
+            };
+            own || e.children().into_iter().any(|c| expr(c, b))
         }
         fn stmts(ss: &[Stmt], b: usize) -> bool {
             ss.iter().any(|s| match s {

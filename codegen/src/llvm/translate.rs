@@ -507,44 +507,25 @@ const AMDGPU_KERNEL_CC: u32 = 91;
 /// Whether evaluating `e` may touch memory (then `Select` must not evaluate both arms).
 fn touches_memory(e: &Expr) -> bool {
     match e {
-        Expr::Load { .. } | Expr::LoadBytes { .. } | Expr::DotRun { .. } => true,
-        Expr::DotPacked { .. } => true,
-        Expr::Int(..) | Expr::F32(_) | Expr::Var(_) | Expr::Dim(_) | Expr::Special(_) => false,
+        Expr::Load { .. }
+        | Expr::LoadBytes { .. }
+        | Expr::DotRun { .. }
+        | Expr::DotPacked { .. }
+        | Expr::LoadShared(_) => true,
         // A division may reach the division-by-zero exit.
-        Expr::Bin(op, a, b) => {
-            matches!(op, BinOp::Div | BinOp::Rem) || touches_memory(a) || touches_memory(b)
-        }
-        Expr::Cmp(_, a, b) => touches_memory(a) || touches_memory(b),
-        Expr::Select(c, a, b) => touches_memory(c) || touches_memory(a) || touches_memory(b),
-        Expr::Cast(_, a) => touches_memory(a),
-        Expr::Bfe { value, .. } => touches_memory(value),
-        Expr::Dot4 { a, b, acc } => touches_memory(a) || touches_memory(b) || touches_memory(acc),
-        Expr::LoadShared(_) => true,
+        Expr::Bin(BinOp::Div | BinOp::Rem, ..) => true,
+        _ => e.children().into_iter().any(touches_memory),
     }
 }
 
 /// How many times `v` is mentioned (read or written) in `e`.
 fn var_uses(v: Var, e: &Expr) -> usize {
-    match e {
+    let own = match e {
         Expr::Var(x) => (*x == v) as usize,
-        Expr::Int(..) | Expr::F32(_) | Expr::Dim(_) | Expr::Special(_) => 0,
-        Expr::Bin(_, a, b) | Expr::Cmp(_, a, b) => var_uses(v, a) + var_uses(v, b),
-        Expr::Select(c, a, b) => var_uses(v, c) + var_uses(v, a) + var_uses(v, b),
-        Expr::Cast(_, a) => var_uses(v, a),
-        Expr::Load { index: a, .. } | Expr::LoadBytes { offset: a, .. } => var_uses(v, a),
-        Expr::Bfe { value, .. } => var_uses(v, value),
-        Expr::DotRun {
-            index, codes, acc, ..
-        } => var_uses(v, index) + codes.iter().filter(|c| **c == v).count() + var_uses(v, acc),
-        Expr::Dot4 { a, b, acc } => var_uses(v, a) + var_uses(v, b) + var_uses(v, acc),
-        Expr::LoadShared(o) => var_uses(v, o),
-        Expr::DotPacked {
-            act_index,
-            byte_offset,
-            acc,
-            ..
-        } => var_uses(v, act_index) + var_uses(v, byte_offset) + var_uses(v, acc),
-    }
+        Expr::DotRun { codes, .. } => codes.iter().filter(|c| **c == v).count(),
+        _ => 0,
+    };
+    own + e.children().iter().map(|c| var_uses(v, c)).sum::<usize>()
 }
 
 /// How many times `v` is mentioned (read or written) in `s`.

@@ -307,6 +307,34 @@ pub struct Func {
     pub shared_bytes: usize,
 }
 
+impl Expr {
+    /// The operand expressions of `self`, in order (variables named by a `DotRun`'s
+    /// code list and buffer indices are not expressions and are not included). Walkers
+    /// that treat most operations alike recurse through this instead of listing every
+    /// variant.
+    pub fn children(&self) -> Vec<&Expr> {
+        match self {
+            Expr::Int(..) | Expr::F32(_) | Expr::Var(_) | Expr::Dim(_) | Expr::Special(_) => {
+                Vec::new()
+            }
+            Expr::Bin(_, a, b) | Expr::Cmp(_, a, b) => vec![a, b],
+            Expr::Select(c, a, b) => vec![c, a, b],
+            Expr::Cast(_, a) | Expr::LoadShared(a) => vec![a],
+            Expr::Load { index, .. } => vec![index],
+            Expr::LoadBytes { offset, .. } => vec![offset],
+            Expr::Bfe { value, .. } => vec![value],
+            Expr::DotRun { index, acc, .. } => vec![index, acc],
+            Expr::DotPacked {
+                act_index,
+                byte_offset,
+                acc,
+                ..
+            } => vec![act_index, byte_offset, acc],
+            Expr::Dot4 { a, b, acc } => vec![a, b, acc],
+        }
+    }
+}
+
 impl Stmt {
     /// The name of a GPU-only statement (warp-level or shared-memory), `None` for the
     /// statements every backend runs.
