@@ -160,14 +160,8 @@ impl CpuKernel {
         };
         self.pool = if n > 1 {
             Some(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(n)
-                    .thread_name(|i| format!("qkc-cpu-{i}"))
-                    .build()
-                    .map_err(|e| CpuError::Threads {
-                        threads: n,
-                        reason: e.to_string(),
-                    })?,
+                crate::launch::worker_pool(n, "qkc-cpu")
+                    .map_err(|reason| CpuError::Threads { threads: n, reason })?,
             )
         } else {
             None

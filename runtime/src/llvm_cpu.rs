@@ -171,14 +171,8 @@ impl LlvmCpuKernel {
         };
         self.pool = if n > 1 {
             Some(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(n)
-                    .thread_name(|i| format!("qkc-llvm-{i}"))
-                    .build()
-                    .map_err(|e| LlvmCpuError::Threads {
-                        threads: n,
-                        reason: e.to_string(),
-                    })?,
+                crate::launch::worker_pool(n, "qkc-llvm")
+                    .map_err(|reason| LlvmCpuError::Threads { threads: n, reason })?,
             )
         } else {
             None
