@@ -22,7 +22,7 @@ use inkwell::values::{IntValue, VectorValue};
 use super::Tr;
 
 /// How far ahead of the block being decoded its weight row is prefetched (bytes).
-pub(crate) const PREFETCH_BYTES: usize = 2048;
+pub(crate) const PREFETCH_BYTES: usize = 4096;
 use crate::llvm::LlvmError;
 use crate::loop_ir::{packed_block_bytes, packed_stride_bits, Elem, Expr, LayoutDesc, Ty};
 
