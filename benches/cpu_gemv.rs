@@ -386,23 +386,6 @@ fn plot(
     Ok(())
 }
 
-/// Pins worker `i` to CPU `i` (mod the CPUs); a hint, failures are ignored.
-fn pin_worker(i: usize) {
-    #[cfg(target_os = "linux")]
-    {
-        let n = std::thread::available_parallelism().map_or(1, |x| x.get());
-        // SAFETY: `cpu_set_t` is plain data; `CPU_SET` stays inside it for `i % n < n
-        // <= CPU_SETSIZE`; `sched_setaffinity` reads `size_of::<cpu_set_t>()` bytes.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(i % n, &mut set);
-            let _ = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = i;
-}
-
 /// `MxN` (N = K), e.g. `1x8192`.
 fn parse_shape(s: &str) -> Option<(usize, usize, usize)> {
     let (m, n) = s.trim().split_once('x')?;
@@ -416,11 +399,7 @@ fn main() {
     let threads = threads();
     // Pinned one worker per CPU, as qkc's runtimes pin theirs: unpinned, both workers
     // sometimes share one CPU and the read bandwidth reads ~30% low.
-    let pool = match rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .start_handler(pin_worker)
-        .build()
-    {
+    let pool = match qkc::runtime::worker_pool(threads, "bench") {
         Ok(p) => p,
         Err(e) => return eprintln!("cannot build thread pool: {e}"),
     };

@@ -1596,13 +1596,6 @@ fn packed_blocks_match_the_interpreters_bit_for_bit() {
         eprintln!("SKIP: Cranelift's block decode needs x86-64 SSSE3; dot_packed is checked by the loop-IR interpreter (codegen/tests/loop_eval.rs)");
         return;
     }
-    let shapes: [(u64, u64, u64); 5] = [
-        (1, 3, 128),
-        (2, 5, 256),
-        (1, 4, 400),
-        (5, 3, 1000),
-        (7, 2, 4096),
-    ];
     let (mut used, mut refused) = (0, 0);
     for k in gpu_common::packed_block_kernels() {
         let layout = lower::Plan::new(&k).layout;
@@ -1620,7 +1613,7 @@ fn packed_blocks_match_the_interpreters_bit_for_bit() {
             assert!(f.to_string().contains("dot_packed"), "{f}");
             used += 1;
             let kernel = CpuKernel::new(&k, &o).unwrap_or_else(|e| panic!("{f}\n{e}"));
-            for (si, &(m, n, kk)) in shapes.iter().enumerate() {
+            for (si, &(m, n, kk)) in gpu_common::PACKED_SHAPES.iter().enumerate() {
                 let mut dims = Dims { values: vec![0; 3] };
                 dims.values[k.m] = m;
                 dims.values[k.n] = n;

@@ -53,7 +53,7 @@ pub(crate) fn default_threads() -> usize {
 /// 2-CPU machine were seen to share one CPU for a whole process, halving a
 /// bandwidth-bound GEMV in about half of the benchmark runs. Pinning is a hint: if the
 /// affinity calls fail, the workers run unpinned.
-pub(crate) fn worker_pool(n: usize, name: &'static str) -> Result<rayon::ThreadPool, String> {
+pub fn worker_pool(n: usize, name: &'static str) -> Result<rayon::ThreadPool, String> {
     let cpus = allowed_cpus();
     rayon::ThreadPoolBuilder::new()
         .num_threads(n)

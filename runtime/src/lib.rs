@@ -8,6 +8,7 @@
 pub mod cpu;
 pub mod cuda;
 mod launch;
+pub use launch::worker_pool;
 #[cfg(feature = "llvm")]
 pub mod llvm_cpu;
 pub mod pack;

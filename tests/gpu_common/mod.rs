@@ -196,6 +196,17 @@ pub fn check(k: &Kernel, d: &Dims, inputs: &[HostBuf], got: &[f64]) -> Result<()
     Ok(())
 }
 
+/// Shapes (M, N, K) for [`packed_block_kernels`]: one block, two, blocks plus a chunk
+/// and a generic tail, several groups, M past the 4-row tile (all within the kernels'
+/// bounds, so none is skipped).
+pub const PACKED_SHAPES: [(u64, u64, u64); 5] = [
+    (1, 3, 128),
+    (2, 5, 256),
+    (1, 4, 400),
+    (5, 3, 1000),
+    (7, 2, 4096),
+];
+
 /// i8 kernels whose CPU schedule decodes whole 64-unit blocks (`dot_packed`): 1 and 2
 /// fields per unit, byte and stream storage, groups of 128, 256 and 1024 (a loop of
 /// blocks rather than unrolled ones) and none.

@@ -28,7 +28,7 @@ use super::scales::{group_scale, outer_scale};
 use super::unpack::{chunk_for, decode_chunk, decode_one, row_bytes, Chunk};
 use super::{CpuOptions, Plan};
 use crate::loop_ir::build::*;
-use crate::loop_ir::{CmpOp, Expr, Func, Launch, LoopKind, Stmt, Ty};
+use crate::loop_ir::{CmpOp, Expr, Func, Launch, LoopKind, Stmt, Ty, Var};
 
 pub fn lower(p: &Plan, o: &CpuOptions) -> Func {
     let mut f = Func::new(
@@ -104,7 +104,8 @@ pub fn lower(p: &Plan, o: &CpuOptions) -> Func {
         acc.push(a);
     }
     // Whole 64-unit blocks first, when the target decodes them at once.
-    let kc_start = match packed_block(p, o, chunk) {
+    let block = packed_block(p, o, chunk);
+    let kc_start = match block {
         Some(bw) => {
             let kb_end = f.var("kb_end", Ty::I64);
             g_body.push(Stmt::Let(
@@ -112,22 +113,9 @@ pub fn lower(p: &Plan, o: &CpuOptions) -> Func {
                 add(var(k0), mul(div(sub(var(k1), var(k0)), i64c(bw)), i64c(bw))),
             ));
             let kb = f.var("kb", Ty::I64);
-            let byte_offset = block_offset(p, var(wrow), var(kb));
-            let mut kb_body = Vec::new();
-            for i in 0..tm {
-                kb_body.push(Stmt::Set(
-                    acc[i],
-                    Expr::DotPacked {
-                        act: p.act,
-                        act_index: Box::new(add(var(arow[i]), var(kb))),
-                        wbuf: p.weight,
-                        byte_offset: Box::new(byte_offset.clone()),
-                        layout: l,
-                        count: bw as u32,
-                        acc: Box::new(var(acc[i])),
-                    },
-                ));
-            }
+            let kb_body = (0..tm)
+                .map(|i| block_dot(p, bw, arow[i], wrow, var(kb), acc[i]))
+                .collect();
             g_body.push(Stmt::For {
                 var: kb,
                 start: var(k0),
@@ -231,7 +219,7 @@ pub fn lower(p: &Plan, o: &CpuOptions) -> Func {
     // Groups made of whole blocks are peeled into a loop of their own whose body is
     // only the blocks (unrolled) and the scale: no chunk or tail loop to set up.
     let mut first_general = i64c(0);
-    if let (Some(bw), Some(gs), false) = (packed_block(p, o, chunk), p.group, int_out) {
+    if let (Some(bw), Some(gs), false) = (block, p.group, int_out) {
         let full = div(dim(dk), i64c(gs as i64));
         let gf = f.var("gf", Ty::I64);
         let mut body = Vec::new();
@@ -245,21 +233,8 @@ pub fn lower(p: &Plan, o: &CpuOptions) -> Func {
         }
         let j = f.var("jb", Ty::I64);
         let kb = add(var(kf), var(j));
-        let blocks: Vec<Stmt> = (0..tm)
-            .map(|i| {
-                Stmt::Set(
-                    accf[i],
-                    Expr::DotPacked {
-                        act: p.act,
-                        act_index: Box::new(add(var(arow[i]), kb.clone())),
-                        wbuf: p.weight,
-                        byte_offset: Box::new(block_offset(p, var(wrow), kb.clone())),
-                        layout: l,
-                        count: bw as u32,
-                        acc: Box::new(var(accf[i])),
-                    },
-                )
-            })
+        let blocks = (0..tm)
+            .map(|i| block_dot(p, bw, arow[i], wrow, kb.clone(), accf[i]))
             .collect();
         body.push(Stmt::For {
             var: j,
@@ -335,16 +310,27 @@ pub fn lower(p: &Plan, o: &CpuOptions) -> Func {
     f
 }
 
-/// Byte offset of the block whose first weight is `k` (a multiple of the block) in
-/// the row starting at byte `row`.
-fn block_offset(p: &Plan, row: Expr, k: Expr) -> Expr {
+/// `acc = dot_packed(...)` over the `bw`-weight block whose first weight is `k` (a
+/// multiple of the block), activations of the row at `arow`, weights of the row
+/// starting at byte `wrow`.
+fn block_dot(p: &Plan, bw: i64, arow: Var, wrow: Var, k: Expr, acc: Var) -> Stmt {
     let stride = crate::loop_ir::packed_stride_bits(&p.layout) as i64;
-    add(
-        row,
-        div(
-            mul(div(k, i64c(p.layout.per_unit() as i64)), i64c(stride)),
-            i64c(8),
-        ),
+    let per = p.layout.per_unit() as i64;
+    let byte_offset = add(
+        var(wrow),
+        div(mul(div(k.clone(), i64c(per)), i64c(stride)), i64c(8)),
+    );
+    Stmt::Set(
+        acc,
+        Expr::DotPacked {
+            act: p.act,
+            act_index: Box::new(add(var(arow), k)),
+            wbuf: p.weight,
+            byte_offset: Box::new(byte_offset),
+            layout: p.layout,
+            count: bw as u32,
+            acc: Box::new(var(acc)),
+        },
     )
 }
 
