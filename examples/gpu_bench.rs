@@ -8,7 +8,7 @@
 //!     [--shapes 8192x8192,8192x28672,28672x8192,14336x4096] [--m 1,4,8]
 //!     [--copies 8] [--iters 200] [--peak 4.24] [--no-check] [--dump-ptx DIR]
 //!     [--backend qkc,llvm] [--block 128,256] [--unroll 2,4,8] [--chunk auto,32] [--min-blocks 0,12]
-//!     [--masked-tail 1,0] [--rows 0,1,2,4] [--stage 0,1]
+//!     [--masked-tail 1,0] [--rows 0,1,2,4] [--stage 0,1] [--spread 1,0] [--prefetch 1,0]
 //!     (a sweep over lowerings; --min-blocks sets `.minnctapersm`, 0 = none;
 //!     --masked-tail 0 runs the remaining chunks one per lane instead of one masked
 //!     iteration; --rows sets the weight rows per warp, 0 = automatic)
@@ -40,6 +40,8 @@ struct Args {
     masked: Vec<u32>,
     rows: Vec<u32>,
     stage: Vec<u32>,
+    spread: Vec<u32>,
+    prefetch: Vec<u32>,
     sources: Vec<PtxSource>,
 }
 
@@ -60,6 +62,8 @@ fn parse() -> Result<Args, String> {
         masked: vec![1],
         rows: vec![0],
         stage: vec![0],
+        spread: vec![1],
+        prefetch: vec![1],
         sources: vec![PtxSource::Qkc],
     };
     let mut it = std::env::args().skip(1);
@@ -99,6 +103,8 @@ fn parse() -> Result<Args, String> {
             "--masked-tail" => a.masked = list(&val()?)?,
             "--rows" => a.rows = list(&val()?)?,
             "--stage" => a.stage = list(&val()?)?,
+            "--spread" => a.spread = list(&val()?)?,
+            "--prefetch" => a.prefetch = list(&val()?)?,
             "--backend" => {
                 a.sources = val()?
                     .split(',')
@@ -221,11 +227,15 @@ fn real_main() -> Result<(), String> {
             .iter()
             .flat_map(|u| a.stage.iter().map(move |s| (u, s)))
         {
-            for (&chunk, &masked) in a
-                .chunks
-                .iter()
-                .flat_map(|c| a.masked.iter().map(move |m| (c, m)))
-            {
+            let spreads = &a.spread;
+            let prefetches = &a.prefetch;
+            for (&chunk, &masked, &spread, &prefetch) in a.chunks.iter().flat_map(|c| {
+                a.masked.iter().flat_map(move |m| {
+                    spreads
+                        .iter()
+                        .flat_map(move |s| prefetches.iter().map(move |pf| (c, m, s, pf)))
+                })
+            }) {
                 for (&mb, &source) in a
                     .min_blocks
                     .iter()
@@ -238,6 +248,8 @@ fn real_main() -> Result<(), String> {
                         masked_tail: masked != 0,
                         rows_per_warp: (rows > 0).then_some(rows),
                         stage_weights: stage != 0,
+                        spread: spread != 0,
+                        prefetch: prefetch != 0,
                         ..base.clone()
                     };
                     let opts = CudaOptions {
@@ -273,6 +285,16 @@ fn real_main() -> Result<(), String> {
                         mb_s
                     } else {
                         format!("{mb_s}, staged")
+                    };
+                    let mb_s = if spread == 0 {
+                        format!("{mb_s}, no spread")
+                    } else {
+                        mb_s
+                    };
+                    let mb_s = if prefetch == 0 {
+                        format!("{mb_s}, no prefetch")
+                    } else {
+                        mb_s
                     };
                     variants.push(Variant {
                         label: format!(

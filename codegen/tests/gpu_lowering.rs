@@ -141,6 +141,32 @@ fn options(k: &Kernel) -> Vec<(&'static str, GpuOptions)> {
             },
         ),
         (
+            "no_spread_no_prefetch",
+            GpuOptions {
+                spread: false,
+                prefetch: false,
+                ..d.clone()
+            },
+        ),
+        (
+            "prefetch_unroll1_rows3",
+            GpuOptions {
+                prefetch: true,
+                unroll: 1,
+                rows_per_warp: Some(3),
+                ..d.clone()
+            },
+        ),
+        (
+            "chunk128_rows2_tile4",
+            GpuOptions {
+                chunk_weights: Some(128),
+                rows_per_warp: Some(2),
+                m_tiles: vec![1, 4],
+                ..d.clone()
+            },
+        ),
+        (
             "generic",
             GpuOptions {
                 gemv: false,

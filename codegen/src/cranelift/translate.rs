@@ -140,6 +140,10 @@ fn check_refs(f: &Func) -> Result<(), CraneliftError> {
                 expr(f, b)?;
                 expr(f, acc)
             }
+            Expr::BytePerm { a, b, .. } => {
+                expr(f, a)?;
+                expr(f, b)
+            }
         }
     }
     fn stmts(f: &Func, body: &[Stmt]) -> Result<(), CraneliftError> {
@@ -579,6 +583,21 @@ impl Tr<'_, '_> {
                 }
             }
             Expr::LoadShared(_) => return Err(CraneliftError::GpuOnly { op: "load_shared" }),
+            Expr::BytePerm { a, b: bx, sel } => {
+                let src = [self.expr(a)?, self.expr(bx)?];
+                let mut r = self.b.ins().iconst(types::I32, 0);
+                for i in 0..4 {
+                    let from = i64::from((*sel >> (4 * i)) & 7);
+                    let x = self
+                        .b
+                        .ins()
+                        .ushr_imm_s(src[(from / 4) as usize], 8 * (from % 4));
+                    let x = self.b.ins().band_imm_s(x, 0xff);
+                    let x = self.b.ins().ishl_imm_s(x, 8 * i as i64);
+                    r = self.b.ins().bor(r, x);
+                }
+                r
+            }
             Expr::DotPacked {
                 act,
                 act_index,

@@ -654,6 +654,14 @@ impl<'a> FnWriter<'a> {
                 );
                 format!("qk_dot4({}, {}, {})", strip(&a), strip(&b), strip(&acc))
             }
+            Expr::BytePerm { a, b, sel } => {
+                let (a, b) = (self.expr(a, true)?, self.expr(b, true)?);
+                format!(
+                    "(int)__byte_perm((unsigned)({}), (unsigned)({}), {sel:#06x}u)",
+                    strip(&a),
+                    strip(&b)
+                )
+            }
             Expr::LoadShared(_) => {
                 return self.unsupported("shared-memory staging (a PTX-only GEMV option)")
             }

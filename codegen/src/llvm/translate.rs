@@ -165,6 +165,7 @@ fn check_func(f: &Func) -> Result<(), LlvmError> {
                 e(f, index).and(e(f, acc))
             }
             Expr::Dot4 { a, b, acc } => e(f, a).and(e(f, b)).and(e(f, acc)),
+            Expr::BytePerm { a, b, .. } => e(f, a).and(e(f, b)),
             Expr::DotPacked {
                 act,
                 act_index,
@@ -987,6 +988,24 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
                 let b = self.int_of(b, Ty::I32)?;
                 let acc = self.int_of(acc, Ty::I32)?;
                 self.dot4(a, b, acc)?.into()
+            }
+            Expr::BytePerm { a, b, sel } => {
+                let src = [self.int_of(a, Ty::I32)?, self.int_of(b, Ty::I32)?];
+                let t = self.ctx.i32_type();
+                let mut r = t.const_zero();
+                for i in 0..4u64 {
+                    let from = u64::from((*sel >> (4 * i)) & 7);
+                    let x = self.b.build_right_shift(
+                        src[(from / 4) as usize],
+                        t.const_int(8 * (from % 4), false),
+                        false,
+                        "",
+                    )?;
+                    let x = self.b.build_and(x, t.const_int(0xff, false), "")?;
+                    let x = self.b.build_left_shift(x, t.const_int(8 * i, false), "")?;
+                    r = self.b.build_or(r, x, "")?;
+                }
+                r.into()
             }
         })
     }

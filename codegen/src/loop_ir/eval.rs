@@ -333,6 +333,11 @@ impl Machine<'_> {
                 }
                 V::I(wrap(s, Ty::I32))
             }
+            Expr::BytePerm { a, b, sel } => {
+                let x = self.eval(a, lane)?.i() as u32 as u64;
+                let y = self.eval(b, lane)?.i() as u32 as u64;
+                V::I(byte_perm(x | y << 32, *sel) as i32 as i64)
+            }
             Expr::LoadShared(o) => {
                 let o = self.eval(o, lane)?.i();
                 let b = self.shared_bytes(o, 4, "shared load")?;
@@ -580,4 +585,12 @@ pub fn run(f: &Func, bufs: &mut [Vec<u8>], dims: &[i64]) -> Result<(), EvalError
             Ok(())
         }
     }
+}
+
+/// [`Expr::BytePerm`] on the eight bytes `src` (byte 0 least significant).
+pub fn byte_perm(src: u64, sel: u16) -> u32 {
+    (0..4).fold(0u32, |r, i| {
+        let from = u32::from(sel >> (4 * i)) & 7;
+        r | (((src >> (8 * from)) as u32 & 0xff) << (8 * i))
+    })
 }

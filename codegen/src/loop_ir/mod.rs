@@ -222,6 +222,14 @@ pub enum Expr {
     /// GPU: the `I32` word at a 4-aligned byte offset (`I32`) of the block's shared
     /// memory ([`Func::shared_bytes`]).
     LoadShared(Box<Expr>),
+    /// A byte permutation of two `I32` words (PTX `prmt`, HIP `__byte_perm`): byte
+    /// `i` of the result is byte `(sel >> 4i) & 7` of the eight bytes `b:a` (`a`
+    /// holds bytes 0..4). Every nibble of `sel` is below 8.
+    BytePerm {
+        a: Box<Expr>,
+        b: Box<Expr>,
+        sel: u16,
+    },
 }
 
 /// How a loop is run.
@@ -331,6 +339,7 @@ impl Expr {
                 ..
             } => vec![act_index, byte_offset, acc],
             Expr::Dot4 { a, b, acc } => vec![a, b, acc],
+            Expr::BytePerm { a, b, .. } => vec![a, b],
         }
     }
 }
@@ -401,7 +410,10 @@ impl Func {
                 }
             }
             Expr::Bfe { value, .. } => self.ty(value),
-            Expr::Dot4 { .. } | Expr::LoadShared(_) | Expr::DotPacked { .. } => Ty::I32,
+            Expr::Dot4 { .. }
+            | Expr::LoadShared(_)
+            | Expr::DotPacked { .. }
+            | Expr::BytePerm { .. } => Ty::I32,
             Expr::DotRun { acc, .. } => self.ty(acc),
         }
     }

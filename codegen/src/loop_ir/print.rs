@@ -98,6 +98,11 @@ impl Func {
                 self.expr_str(acc)
             ),
             Expr::LoadShared(o) => format!("shared_i32({})", self.expr_str(o)),
+            Expr::BytePerm { a, b, sel } => format!(
+                "byte_perm({}, {}, {sel:#06x})",
+                self.expr_str(a),
+                self.expr_str(b)
+            ),
             Expr::DotPacked {
                 act,
                 act_index,

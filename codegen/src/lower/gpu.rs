@@ -38,6 +38,7 @@ use qkc_dsl::ir::Kernel;
 use qkc_dsl::layout::{FieldDesc, LayoutDesc};
 
 use super::scales::{group_scale, outer_scale};
+use super::spread::SpreadPlan;
 use super::unpack::{chunk_for, decode_chunk, decode_one, row_bytes, unit_stride_bits};
 use super::Plan;
 use crate::loop_ir::build::*;
@@ -85,6 +86,15 @@ pub struct GpuOptions {
     /// H200 (3.5-bit i8, K×N 8192×28672, M = 1, 2 rows per warp) it measured 44-50 µs
     /// against 37.6 µs loading directly.
     pub stage_weights: bool,
+    /// Decode integer-activation chunks of 5- to 8-bit units with the spread decode
+    /// ([`super::spread`]) where it applies (off: one shift and mask per code).
+    pub spread: bool,
+    /// Software-pipeline the vector path's full iterations: the next iteration's
+    /// weight words are loaded before this iteration's arithmetic (twice the weight
+    /// registers; not with `stage_weights`). Off by default: on an H200 (3.5-bit i8,
+    /// M = 1, K×N 8192×28672 and 28672×8192) it measured 34.6-43 µs against 33.7-35.5
+    /// without, at unroll 1-4 and 2-3 rows per warp.
+    pub prefetch: bool,
 }
 
 impl GpuOptions {
@@ -103,6 +113,8 @@ impl GpuOptions {
             masked_tail: true,
             rows_per_warp: None,
             stage_weights: false,
+            spread: true,
+            prefetch: false,
         }
     }
 }
@@ -369,6 +381,8 @@ pub fn lower(p: &Plan, m_max: u64, o: &GpuOptions) -> Func {
             o.unroll.max(1) as usize,
             o.masked_tail,
             o.stage_weights,
+            o.spread,
+            o.prefetch,
         );
         if generic {
             body.push(Stmt::If {
@@ -611,6 +625,34 @@ fn load_chunk_words(
     all
 }
 
+/// Words of lane chunks `min(base + 32u, last)` for `u < count` of each row in
+/// `wrows` (`[row][u][word]`), each chunk from its own clamped address.
+#[allow(clippy::too_many_arguments)]
+fn clamped_chunk_words(
+    f: &mut Func,
+    out: &mut Vec<Stmt>,
+    p: &Plan,
+    c: &LaneChunk,
+    wrows: &[Var],
+    base: Var,
+    count: usize,
+    last: Var,
+    tag: &str,
+) -> Vec<Vec<Vec<Var>>> {
+    let mut ws = vec![Vec::with_capacity(count); wrows.len()];
+    for u in 0..count {
+        let cu = f.var(format!("{tag}cidx{u}"), Ty::I32);
+        out.push(Stmt::Let(
+            cu,
+            min(add(var(base), i32c(32 * u as i64)), var(last)),
+        ));
+        for (r, &wrow) in wrows.iter().enumerate() {
+            ws[r].extend(load_chunk_words(f, out, p, c, wrow, cu, 1));
+        }
+    }
+    ws
+}
+
 /// Weight words of lane chunks `base + 32u` (`u < count`, `base = first + lane`) of
 /// each row in `wrows`, staged through the warp's region of shared memory: the warp's
 /// `32 * count` chunks of a row are one contiguous byte range, which its lanes load
@@ -739,8 +781,18 @@ fn vector_path(
     tail_start: Var,
     masked_tail: bool,
     stage: bool,
+    spread: bool,
+    prefetch: bool,
 ) -> Vec<Stmt> {
     let l = p.layout;
+    // The spread decode, when the layout and the chunk's group steps allow it.
+    let spread = if p.int && spread {
+        SpreadPlan::for_layout(&l).filter(|sp| {
+            c.sub.is_multiple_of(sp.group_weights()) && c.weights.is_multiple_of(sp.group_weights())
+        })
+    } else {
+        None
+    };
     let dk = p.k;
     let tm = rows.len();
     let rpw = ns.len();
@@ -811,318 +863,413 @@ fn vector_path(
     // With `last` (the row's last chunk index), chunk u is `min(base + 32u, last)`
     // (loaded from its own address) and its contribution counts only when
     // `base + 32u <= last`.
-    let chunk_body =
-        |f: &mut Func, base: Var, count: usize, last: Option<Var>, staged: bool| -> Vec<Stmt> {
-            let mut b = Vec::new();
-            let cw = c.weights as i64;
-            // Per chunk u: (unclamped index, clamped index) in masked mode.
-            let mut clamped: Vec<(Var, Var)> = Vec::new();
-            // words[r][u]: the chunk words of weight row r, chunk u.
-            let mut stage_tail = Vec::new();
-            let mut words: Vec<Vec<Vec<Var>>> = match last {
-                None if staged => staged_words(
-                    f,
-                    &mut b,
-                    &mut stage_tail,
-                    p,
-                    &c,
-                    &wrows,
-                    base,
-                    lane32,
-                    count,
-                ),
-                None => wrows
-                    .iter()
-                    .map(|&wrow| load_chunk_words(f, &mut b, p, &c, wrow, base, count))
-                    .collect(),
-                Some(last) => {
-                    let mut ws = vec![Vec::with_capacity(count); rpw];
-                    for u in 0..count {
-                        let raw = f.var(format!("craw{u}"), Ty::I32);
-                        b.push(Stmt::Let(raw, add(var(base), i32c(32 * u as i64))));
-                        let cu = f.var(format!("cidx{u}"), Ty::I32);
-                        b.push(Stmt::Let(cu, min(var(raw), var(last))));
-                        for (r, &wrow) in wrows.iter().enumerate() {
-                            ws[r].extend(load_chunk_words(f, &mut b, p, &c, wrow, cu, 1));
-                        }
-                        clamped.push((raw, cu));
+    let chunk_body = |f: &mut Func,
+                      base: Var,
+                      count: usize,
+                      last: Option<Var>,
+                      staged: bool,
+                      preloaded: Option<Vec<Vec<Vec<Var>>>>|
+     -> Vec<Stmt> {
+        let mut b = Vec::new();
+        let cw = c.weights as i64;
+        // Per chunk u: (unclamped index, clamped index) in masked mode.
+        let mut clamped: Vec<(Var, Var)> = Vec::new();
+        // words[r][u]: the chunk words of weight row r, chunk u.
+        let mut stage_tail = Vec::new();
+        let mut words: Vec<Vec<Vec<Var>>> = match last {
+            None if preloaded.is_some() => preloaded.unwrap_or_default(),
+            None if staged => staged_words(
+                f,
+                &mut b,
+                &mut stage_tail,
+                p,
+                &c,
+                &wrows,
+                base,
+                lane32,
+                count,
+            ),
+            None => wrows
+                .iter()
+                .map(|&wrow| load_chunk_words(f, &mut b, p, &c, wrow, base, count))
+                .collect(),
+            Some(last) => {
+                let mut ws = vec![Vec::with_capacity(count); rpw];
+                for u in 0..count {
+                    let raw = f.var(format!("craw{u}"), Ty::I32);
+                    b.push(Stmt::Let(raw, add(var(base), i32c(32 * u as i64))));
+                    let cu = f.var(format!("cidx{u}"), Ty::I32);
+                    b.push(Stmt::Let(cu, min(var(raw), var(last))));
+                    for (r, &wrow) in wrows.iter().enumerate() {
+                        ws[r].extend(load_chunk_words(f, &mut b, p, &c, wrow, cu, 1));
                     }
-                    ws
+                    clamped.push((raw, cu));
                 }
-            };
-            // Activation addresses: per row (chunk u at a constant offset), or per chunk
-            // and row in masked mode.
-            let xbase = |f: &mut Func, b: &mut Vec<Stmt>, i: usize, from: Var| -> Var {
-                let x = f.var(format!("xa{i}"), Ty::I64);
-                b.push(Stmt::Let(
-                    x,
-                    add(var(arow[i]), cast(Ty::I64, mul(var(from), i32c(cw)))),
-                ));
-                x
-            };
-            let xa: Vec<Vec<Var>> = if clamped.is_empty() {
-                let v: Vec<Var> = (0..tm).map(|i| xbase(f, &mut b, i, base)).collect();
-                vec![v; count]
+                ws
+            }
+        };
+        // Activation addresses: per row (chunk u at a constant offset), or per chunk
+        // and row in masked mode.
+        let xbase = |f: &mut Func, b: &mut Vec<Stmt>, i: usize, from: Var| -> Var {
+            let x = f.var(format!("xa{i}"), Ty::I64);
+            b.push(Stmt::Let(
+                x,
+                add(var(arow[i]), cast(Ty::I64, mul(var(from), i32c(cw)))),
+            ));
+            x
+        };
+        let xa: Vec<Vec<Var>> = if clamped.is_empty() {
+            let v: Vec<Var> = (0..tm).map(|i| xbase(f, &mut b, i, base)).collect();
+            vec![v; count]
+        } else {
+            clamped
+                .iter()
+                .map(|&(_, cu)| (0..tm).map(|i| xbase(f, &mut b, i, cu)).collect())
+                .collect()
+        };
+        let xoff = |u: usize| {
+            if clamped.is_empty() {
+                32 * u as i64 * cw
             } else {
-                clamped
-                    .iter()
-                    .map(|&(_, cu)| (0..tm).map(|i| xbase(f, &mut b, i, cu)).collect())
-                    .collect()
-            };
-            let xoff = |u: usize| {
-                if clamped.is_empty() {
-                    32 * u as i64 * cw
-                } else {
-                    0
-                }
-            };
-            let mut acts: Vec<Vec<Vec<[Var; 4]>>> = Vec::new();
-            if p.int {
-                for (u, xau) in xa.iter().enumerate().take(count) {
-                    let mut per_row = Vec::new();
-                    for (i, &xai) in xau.iter().enumerate() {
-                        let mut vs = Vec::new();
-                        for v in 0..c.weights / 16 {
-                            let d = [0, 1, 2, 3]
-                                .map(|x| f.var(format!("x{u}_{i}_{}", 4 * v + x), Ty::I32));
-                            b.push(Stmt::LoadVec4 {
-                                dst: d,
-                                buf: p.act,
-                                offset: add(var(xai), i64c(xoff(u) + 16 * v as i64)),
-                            });
-                            vs.push(d);
-                        }
-                        per_row.push(vs);
-                    }
-                    acts.push(per_row);
-                }
+                0
             }
-            // Staged weights reach the lanes now (their global loads were issued first).
-            b.append(&mut stage_tail);
-            if p.int {
-                let masks = sign_masks(&l, c.weights, c.bytes.div_ceil(4));
-                for wr in words.iter_mut() {
-                    for (u, w) in wr.iter_mut().enumerate() {
-                        for (a, &m) in masks.iter().enumerate() {
-                            if m != 0 {
-                                let x = f.var(format!("wx{u}_{a}"), Ty::I32);
-                                b.push(Stmt::Let(
-                                    x,
-                                    bin(BinOp::Xor, var(w[a]), i32c(m as i32 as i64)),
-                                ));
-                                w[a] = x;
-                            }
+        };
+        let mut acts: Vec<Vec<Vec<[Var; 4]>>> = Vec::new();
+        if p.int {
+            for (u, xau) in xa.iter().enumerate().take(count) {
+                let mut per_row = Vec::new();
+                for (i, &xai) in xau.iter().enumerate() {
+                    let mut vs = Vec::new();
+                    for v in 0..c.weights / 16 {
+                        let d =
+                            [0, 1, 2, 3].map(|x| f.var(format!("x{u}_{i}_{}", 4 * v + x), Ty::I32));
+                        b.push(Stmt::LoadVec4 {
+                            dst: d,
+                            buf: p.act,
+                            offset: add(var(xai), i64c(xoff(u) + 16 * v as i64)),
+                        });
+                        vs.push(d);
+                    }
+                    per_row.push(vs);
+                }
+                acts.push(per_row);
+            }
+        }
+        // Staged weights reach the lanes now (their global loads were issued first).
+        b.append(&mut stage_tail);
+        if p.int && spread.is_none() {
+            let masks = sign_masks(&l, c.weights, c.bytes.div_ceil(4));
+            for wr in words.iter_mut() {
+                for (u, w) in wr.iter_mut().enumerate() {
+                    for (a, &m) in masks.iter().enumerate() {
+                        if m != 0 {
+                            let x = f.var(format!("wx{u}_{a}"), Ty::I32);
+                            b.push(Stmt::Let(
+                                x,
+                                bin(BinOp::Xor, var(w[a]), i32c(m as i32 as i64)),
+                            ));
+                            w[a] = x;
                         }
                     }
                 }
             }
-            // Group of chunk u: a constant step from the base chunk's group when 32 chunks
-            // span whole groups.
-            let g0 = f.var("gb", Ty::I32);
-            let group_step = match p.group {
-                Some(gs)
-                    if (gs as usize) >= c.weights
-                        && (32 * c.weights).is_multiple_of(gs as usize) =>
-                {
-                    b.push(Stmt::Let(g0, div_pos32(var(base), gs as usize / c.weights)));
-                    Some((32 * c.weights / gs as usize) as i64)
-                }
-                Some(gs) if (gs as usize) < c.weights => {
-                    b.push(Stmt::Let(
-                        g0,
-                        mul(var(base), i32c((c.weights / gs as usize) as i64)),
-                    ));
-                    Some((32 * c.weights / gs as usize) as i64)
-                }
-                _ => {
-                    b.push(Stmt::Let(g0, i32c(0)));
-                    None
-                }
-            };
-            for u in 0..count {
-                for s in 0..c.weights / c.sub {
-                    let j0 = s * c.sub;
-                    let gexpr = match (p.group, group_step) {
-                        (None, _) => i64c(0),
-                        (Some(gs), _) if !clamped.is_empty() => {
-                            let cu = clamped[u].1;
-                            let gs = gs as usize;
-                            if gs >= c.weights {
-                                cast(Ty::I64, div_pos32(var(cu), gs / c.weights))
-                            } else {
-                                add(
-                                    cast(Ty::I64, mul(var(cu), i32c((c.weights / gs) as i64))),
-                                    i64c(s as i64),
-                                )
-                            }
+        }
+        // Group of chunk u: a constant step from the base chunk's group when 32 chunks
+        // span whole groups.
+        let g0 = f.var("gb", Ty::I32);
+        let group_step = match p.group {
+            Some(gs)
+                if (gs as usize) >= c.weights && (32 * c.weights).is_multiple_of(gs as usize) =>
+            {
+                b.push(Stmt::Let(g0, div_pos32(var(base), gs as usize / c.weights)));
+                Some((32 * c.weights / gs as usize) as i64)
+            }
+            Some(gs) if (gs as usize) < c.weights => {
+                b.push(Stmt::Let(
+                    g0,
+                    mul(var(base), i32c((c.weights / gs as usize) as i64)),
+                ));
+                Some((32 * c.weights / gs as usize) as i64)
+            }
+            _ => {
+                b.push(Stmt::Let(g0, i32c(0)));
+                None
+            }
+        };
+        for u in 0..count {
+            for s in 0..c.weights / c.sub {
+                let j0 = s * c.sub;
+                let gexpr = match (p.group, group_step) {
+                    (None, _) => i64c(0),
+                    (Some(gs), _) if !clamped.is_empty() => {
+                        let cu = clamped[u].1;
+                        let gs = gs as usize;
+                        if gs >= c.weights {
+                            cast(Ty::I64, div_pos32(var(cu), gs / c.weights))
+                        } else {
+                            add(
+                                cast(Ty::I64, mul(var(cu), i32c((c.weights / gs) as i64))),
+                                i64c(s as i64),
+                            )
                         }
-                        (Some(_), Some(step)) => {
-                            add(cast(Ty::I64, var(g0)), i64c(step * u as i64 + s as i64))
-                        }
-                        (Some(gs), None) => cast(
-                            Ty::I64,
-                            div_pos32(add(var(base), i32c(32 * u as i64)), gs as usize / c.weights),
-                        ),
-                    };
-                    let part_ty = if p.int { Ty::I32 } else { Ty::F32 };
-                    // parts[r][i]: weight row r times activation row i over this step.
-                    let parts: Vec<Vec<Var>> = (0..rpw)
+                    }
+                    (Some(_), Some(step)) => {
+                        add(cast(Ty::I64, var(g0)), i64c(step * u as i64 + s as i64))
+                    }
+                    (Some(gs), None) => cast(
+                        Ty::I64,
+                        div_pos32(add(var(base), i32c(32 * u as i64)), gs as usize / c.weights),
+                    ),
+                };
+                let part_ty = if p.int { Ty::I32 } else { Ty::F32 };
+                // parts[r][i]: weight row r times activation row i over this step.
+                let parts: Vec<Vec<Var>> = (0..rpw)
+                    .map(|r| {
+                        (0..tm)
+                            .map(|i| {
+                                let v = f.var(format!("part{u}_{r}_{i}"), part_ty);
+                                b.push(Stmt::Let(v, zero(part_ty)));
+                                v
+                            })
+                            .collect()
+                    })
+                    .collect();
+                if let Some(sp) = &spread {
+                    // accs[r][i][k]: the factor-k accumulator (see `SpreadPlan`).
+                    let nfac = sp.factors().len();
+                    let accs: Vec<Vec<Vec<Var>>> = (0..rpw)
                         .map(|r| {
                             (0..tm)
                                 .map(|i| {
-                                    let v = f.var(format!("part{u}_{r}_{i}"), part_ty);
-                                    b.push(Stmt::Let(v, zero(part_ty)));
-                                    v
+                                    (0..nfac)
+                                        .map(|k| {
+                                            let v = f.var(format!("sacc{u}_{r}_{i}_{k}"), Ty::I32);
+                                            b.push(Stmt::Let(v, i32c(0)));
+                                            v
+                                        })
+                                        .collect()
                                 })
                                 .collect()
                         })
                         .collect();
-                    if p.int {
-                        // Bias correction for one or two rows (see `packed_quad`); it
-                        // depends on the activations only, so all weight rows share it.
-                        let biased = tm <= 2;
-                        let corr: Vec<Var> = if biased {
-                            (0..tm)
-                                .map(|i| {
-                                    let v = f.var(format!("corr{u}_{i}"), Ty::I32);
-                                    b.push(Stmt::Let(v, i32c(0)));
-                                    v
+                    let gw = sp.group_weights();
+                    let nf = sp.n_fields();
+                    for g in j0 / gw..(j0 + c.sub) / gw {
+                        let qs: Vec<Vec<Var>> = (0..rpw)
+                            .map(|r| sp.quads(f, &mut b, &words[r][u], g, &format!("{u}_{r}_{g}")))
+                            .collect();
+                        for i in 0..tm {
+                            let xs: Vec<Var> = (0..nf)
+                                .map(|k| {
+                                    let wi = g * gw / 4 + k;
+                                    acts[u][i][wi / 4][wi % 4]
                                 })
-                                .collect()
-                        } else {
-                            Vec::new()
-                        };
-                        let mut any_bias = false;
-                        for q in j0 / 4..(j0 + c.sub) / 4 {
-                            let mut bias = 0;
-                            for r in 0..rpw {
-                                let pw = f.var(format!("q{u}_{r}_{q}"), Ty::I32);
-                                let (e, bw) = packed_quad(&l, &words[r][u], q, biased);
-                                bias = bw;
-                                b.push(Stmt::Let(pw, e));
-                                for i in 0..tm {
-                                    let aw = acts[u][i][q / 4][q % 4];
+                                .collect();
+                            for q in 0..nf {
+                                let aw = if nf == 1 {
+                                    xs[0]
+                                } else {
+                                    let v = f.var(format!("xp{u}_{i}_{g}_{q}"), Ty::I32);
+                                    b.push(Stmt::Let(v, sp.act_word(q, &xs)));
+                                    v
+                                };
+                                let k = sp.factor_of(q);
+                                for (acc_r, q_r) in accs.iter().zip(&qs) {
+                                    let acc = acc_r[i][k];
                                     b.push(Stmt::Set(
-                                        parts[r][i],
+                                        acc,
                                         Expr::Dot4 {
                                             a: Box::new(var(aw)),
-                                            b: Box::new(var(pw)),
-                                            acc: Box::new(var(parts[r][i])),
+                                            b: Box::new(var(q_r[q])),
+                                            acc: Box::new(var(acc)),
                                         },
                                     ));
                                 }
                             }
-                            if bias != 0 {
-                                any_bias = true;
-                                for i in 0..tm {
-                                    let aw = acts[u][i][q / 4][q % 4];
-                                    b.push(Stmt::Set(
-                                        corr[i],
-                                        Expr::Dot4 {
-                                            a: Box::new(var(aw)),
-                                            b: Box::new(i32c(bias as i32 as i64)),
-                                            acc: Box::new(var(corr[i])),
-                                        },
-                                    ));
-                                }
-                            }
-                        }
-                        if any_bias {
-                            for pr in &parts {
-                                for i in 0..tm {
-                                    b.push(Stmt::Set(pr[i], sub(var(pr[i]), var(corr[i]))));
-                                }
-                            }
-                        }
-                    } else {
-                        let mut j = j0;
-                        while j < j0 + c.sub {
-                            let run = 16.min(j0 + c.sub - j);
-                            for r in 0..rpw {
-                                let codes: Vec<Var> = (j..j + run)
-                                    .map(|jj| {
-                                        let v = f.var(format!("c{u}_{r}_{jj}"), Ty::I32);
-                                        b.push(Stmt::Let(v, code_expr(&l, &words[r][u], jj)));
-                                        v
-                                    })
-                                    .collect();
-                                for i in 0..tm {
-                                    b.push(Stmt::Set(
-                                        parts[r][i],
-                                        Expr::DotRun {
-                                            buf: p.act,
-                                            index: Box::new(add(
-                                                var(xa[u][i]),
-                                                i64c(xoff(u) + j as i64),
-                                            )),
-                                            codes: codes.clone(),
-                                            acc: Box::new(var(parts[r][i])),
-                                        },
-                                    ));
-                                }
-                            }
-                            j += run;
-                        }
-                    }
-                    if let Some(&(raw, _)) = clamped.get(u) {
-                        let last = last.expect("masked mode");
-                        for &pv in parts.iter().flatten() {
-                            b.push(Stmt::Set(
-                                pv,
-                                Expr::Select(
-                                    Box::new(cmp(CmpOp::Le, var(raw), var(last))),
-                                    Box::new(var(pv)),
-                                    Box::new(zero(part_ty)),
-                                ),
-                            ));
                         }
                     }
                     for r in 0..rpw {
                         for i in 0..tm {
-                            match &lane_int {
-                                Some(li) => b.push(Stmt::Set(
-                                    li[r][i],
-                                    add(
-                                        var(li[r][i]),
-                                        if p.acc == Ty::I32 {
-                                            var(parts[r][i])
-                                        } else {
-                                            cast(p.acc, var(parts[r][i]))
-                                        },
-                                    ),
-                                )),
-                                None => b.push(fold(
-                                    p,
-                                    total[r][i],
-                                    total_ty,
+                            b.push(Stmt::Set(parts[r][i], sp.combine(&accs[r][i])));
+                        }
+                    }
+                } else if p.int {
+                    // Bias correction for one or two rows (see `packed_quad`); it
+                    // depends on the activations only, so all weight rows share it.
+                    let biased = tm <= 2;
+                    let corr: Vec<Var> = if biased {
+                        (0..tm)
+                            .map(|i| {
+                                let v = f.var(format!("corr{u}_{i}"), Ty::I32);
+                                b.push(Stmt::Let(v, i32c(0)));
+                                v
+                            })
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
+                    let mut any_bias = false;
+                    for q in j0 / 4..(j0 + c.sub) / 4 {
+                        let mut bias = 0;
+                        for r in 0..rpw {
+                            let pw = f.var(format!("q{u}_{r}_{q}"), Ty::I32);
+                            let (e, bw) = packed_quad(&l, &words[r][u], q, biased);
+                            bias = bw;
+                            b.push(Stmt::Let(pw, e));
+                            for i in 0..tm {
+                                let aw = acts[u][i][q / 4][q % 4];
+                                b.push(Stmt::Set(
                                     parts[r][i],
-                                    part_ty,
-                                    &var(rows[i]),
-                                    &var(ns[r]),
-                                    &gexpr,
-                                )),
+                                    Expr::Dot4 {
+                                        a: Box::new(var(aw)),
+                                        b: Box::new(var(pw)),
+                                        acc: Box::new(var(parts[r][i])),
+                                    },
+                                ));
                             }
+                        }
+                        if bias != 0 {
+                            any_bias = true;
+                            for i in 0..tm {
+                                let aw = acts[u][i][q / 4][q % 4];
+                                b.push(Stmt::Set(
+                                    corr[i],
+                                    Expr::Dot4 {
+                                        a: Box::new(var(aw)),
+                                        b: Box::new(i32c(bias as i32 as i64)),
+                                        acc: Box::new(var(corr[i])),
+                                    },
+                                ));
+                            }
+                        }
+                    }
+                    if any_bias {
+                        for pr in &parts {
+                            for i in 0..tm {
+                                b.push(Stmt::Set(pr[i], sub(var(pr[i]), var(corr[i]))));
+                            }
+                        }
+                    }
+                } else {
+                    let mut j = j0;
+                    while j < j0 + c.sub {
+                        let run = 16.min(j0 + c.sub - j);
+                        for r in 0..rpw {
+                            let codes: Vec<Var> = (j..j + run)
+                                .map(|jj| {
+                                    let v = f.var(format!("c{u}_{r}_{jj}"), Ty::I32);
+                                    b.push(Stmt::Let(v, code_expr(&l, &words[r][u], jj)));
+                                    v
+                                })
+                                .collect();
+                            for i in 0..tm {
+                                b.push(Stmt::Set(
+                                    parts[r][i],
+                                    Expr::DotRun {
+                                        buf: p.act,
+                                        index: Box::new(add(
+                                            var(xa[u][i]),
+                                            i64c(xoff(u) + j as i64),
+                                        )),
+                                        codes: codes.clone(),
+                                        acc: Box::new(var(parts[r][i])),
+                                    },
+                                ));
+                            }
+                        }
+                        j += run;
+                    }
+                }
+                if let Some(&(raw, _)) = clamped.get(u) {
+                    let last = last.expect("masked mode");
+                    for &pv in parts.iter().flatten() {
+                        b.push(Stmt::Set(
+                            pv,
+                            Expr::Select(
+                                Box::new(cmp(CmpOp::Le, var(raw), var(last))),
+                                Box::new(var(pv)),
+                                Box::new(zero(part_ty)),
+                            ),
+                        ));
+                    }
+                }
+                for r in 0..rpw {
+                    for i in 0..tm {
+                        match &lane_int {
+                            Some(li) => b.push(Stmt::Set(
+                                li[r][i],
+                                add(
+                                    var(li[r][i]),
+                                    if p.acc == Ty::I32 {
+                                        var(parts[r][i])
+                                    } else {
+                                        cast(p.acc, var(parts[r][i]))
+                                    },
+                                ),
+                            )),
+                            None => b.push(fold(
+                                p,
+                                total[r][i],
+                                total_ty,
+                                parts[r][i],
+                                part_ty,
+                                &var(rows[i]),
+                                &var(ns[r]),
+                                &gexpr,
+                            )),
                         }
                     }
                 }
             }
-            b
-        };
+        }
+        b
+    };
 
     // Full iterations: every lane has `unroll` whole chunks (a uniform loop).
     let it = f.var("it", Ty::I64);
     let mut ib = Vec::new();
     let base = f.var("cbase", Ty::I32);
     ib.push(Stmt::Let(base, add(cast(Ty::I32, var(it)), var(lane32))));
-    ib.extend(chunk_body(f, base, unroll, None, staged));
-    vb.push(Stmt::For {
+    // Statements before the loop, run only when there is a full iteration.
+    let mut pro = Vec::new();
+    if prefetch && !staged {
+        // Software pipelining: the words of the next iteration's chunks (indices
+        // clamped to the row's last chunk, so the last prefetch stays in bounds and is
+        // discarded) are loaded before this iteration's arithmetic.
+        let plast = f.var("plast", Ty::I32);
+        pro.push(Stmt::Let(plast, cast(Ty::I32, sub(var(nch), i64c(1)))));
+        let next = clamped_chunk_words(f, &mut pro, p, &c, &wrows, lane32, unroll, plast, "p");
+        let nb = f.var("nbase", Ty::I32);
+        ib.push(Stmt::Let(nb, add(var(base), i32c(per_iter as i64))));
+        let fetched = clamped_chunk_words(f, &mut ib, p, &c, &wrows, nb, unroll, plast, "n");
+        ib.extend(chunk_body(f, base, unroll, None, false, Some(next.clone())));
+        for (nr, fr) in next.iter().zip(&fetched) {
+            for (nu, fu) in nr.iter().zip(fr) {
+                for (&nv, &fv) in nu.iter().zip(fu) {
+                    ib.push(Stmt::Set(nv, var(fv)));
+                }
+            }
+        }
+    } else {
+        ib.extend(chunk_body(f, base, unroll, None, staged, None));
+    }
+    let full = Stmt::For {
         var: it,
         start: i64c(0),
         end: mul(var(nit), i64c(per_iter as i64)),
         step: per_iter as i64,
         kind: LoopKind::Serial,
         body: ib,
-    });
+    };
+    if pro.is_empty() {
+        vb.push(full);
+    } else {
+        pro.push(full);
+        vb.push(Stmt::If {
+            cond: cmp(CmpOp::Lt, i64c(0), var(nit)),
+            then: pro,
+        });
+    }
     if masked_tail {
         // The remaining whole chunks: one more (masked) iteration, uniform.
         let done = f.var("cdone", Ty::I64);
@@ -1131,7 +1278,7 @@ fn vector_path(
         let mut rb = vec![Stmt::Let(last, cast(Ty::I32, sub(var(nch), i64c(1))))];
         let mb = f.var("mbase", Ty::I32);
         rb.push(Stmt::Let(mb, add(cast(Ty::I32, var(done)), var(lane32))));
-        rb.extend(chunk_body(f, mb, unroll, Some(last), false));
+        rb.extend(chunk_body(f, mb, unroll, Some(last), false, None));
         vb.push(Stmt::If {
             cond: cmp(CmpOp::Lt, var(done), var(nch)),
             then: rb,
@@ -1141,7 +1288,7 @@ fn vector_path(
         let cr = f.var("cr", Ty::I64);
         let cr32 = f.var("cr32", Ty::I32);
         let mut rb = vec![Stmt::Let(cr32, cast(Ty::I32, var(cr)))];
-        rb.extend(chunk_body(f, cr32, 1, None, false));
+        rb.extend(chunk_body(f, cr32, 1, None, false, None));
         vb.push(Stmt::For {
             var: cr,
             start: add(mul(var(nit), i64c(per_iter as i64)), var(lane)),
@@ -1184,6 +1331,8 @@ fn gemv_body(
     unroll: usize,
     masked_tail: bool,
     stage: bool,
+    spread: bool,
+    prefetch: bool,
 ) -> Vec<Stmt> {
     let (dm, dn, dk) = (p.m, p.n, p.k);
     let l = p.layout;
@@ -1267,6 +1416,8 @@ fn gemv_body(
             float_out,
             masked_tail,
             stage,
+            spread,
+            prefetch,
         ));
         row.push(Stmt::If { cond, then: v });
         prev = t;
@@ -1292,6 +1443,8 @@ fn gemv_tile(
     float_out: bool,
     masked_tail: bool,
     stage: bool,
+    spread: bool,
+    prefetch: bool,
 ) -> Vec<Stmt> {
     let (dm, dn, dk) = (p.m, p.n, p.k);
     let l = p.layout;
@@ -1352,6 +1505,8 @@ fn gemv_tile(
             tail_start,
             masked_tail,
             stage,
+            spread,
+            prefetch,
         );
         out.push(Stmt::If {
             cond: cmp(CmpOp::Ne, var(vec_ok), i32c(0)),

@@ -14,6 +14,7 @@ pub mod cpu;
 pub mod gpu;
 pub mod plan;
 pub mod scales;
+pub mod spread;
 pub mod unpack;
 
 pub use gpu::GpuOptions;

@@ -746,6 +746,15 @@ impl Tx<'_> {
                 self.w.ins(format!("dp4a.s32.s32 {d}, {ra}, {rb}, {rc}"));
                 Ok(Val::reg(d, Ty::I32))
             }
+            Expr::BytePerm { a, b, sel } => {
+                let va = self.expr(a)?;
+                let ra = self.in_reg(va);
+                let vb = self.expr(b)?;
+                let rb = self.in_reg(vb);
+                let d = self.w.reg(Class::B32);
+                self.w.ins(format!("prmt.b32 {d}, {ra}, {rb}, {sel:#06x}"));
+                Ok(Val::reg(d, Ty::I32))
+            }
             Expr::DotPacked { .. } => {
                 self.unsupported("block-wide packed dot products (a CPU lowering option)")
             }

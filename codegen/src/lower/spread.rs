@@ -1,0 +1,285 @@
+//! The GPU vector path's "spread" decode: byte-lane `dp4a` operands for units of 5 to
+//! 8 bits (the 3.5-bit stream, its one-pair-per-byte form, 5- to 8-bit codes) in
+//! about one integer instruction per weight.
+//!
+//! Four consecutive units are taken as one 32-bit window with unit 0 at bit
+//! `o = 8 - top` (`top`: the unit's highest used bit + 1) and spread so that unit `i`
+//! sits at bit `8i + o`, i.e. with its top bit at the top of byte lane `i`. For a
+//! stream of `s`-bit units (`d = 8 - s`), two masked shift-adds do it:
+//!
+//! ```text
+//! y = (x & units01) + (x & units23) << 2d     // units 2, 3 move by 2d
+//! z = y + (y & units13) * (2^d - 1)           // units 1, 3 move by d
+//! ```
+//!
+//! (byte storage needs none: its units already sit in byte lanes). Each field then
+//! takes one mask, plus a shift unless it is the top field of its unit:
+//!
+//! * a **signed** field is moved to the top of its byte lane, low bits zero: the byte
+//!   *is* the two's-complement code times `2^(8 - bits)`, with no sign extension and
+//!   no bias correction, so `dp4a` sums `2^(8 - bits)` times the products. Sums of
+//!   fields of different widths go to separate accumulators, combined exactly by
+//!   [`SpreadPlan::combine`] (a shift-add and an arithmetic shift per group step);
+//! * an **unsigned** field (at most 7 bits) is moved to the bottom of its lane.
+//!
+//! A quad holds one field of four consecutive units, so with two fields per unit the
+//! quad's activations are every other byte of two activation words: one byte
+//! permutation (`prmt`) per quad and activation row, shared by all weight rows of the
+//! warp.
+
+use qkc_dsl::layout::{LayoutDesc, Storage};
+
+use super::unpack::unit_stride_bits;
+use crate::loop_ir::build::*;
+use crate::loop_ir::{BinOp, Expr, Func, Stmt, Ty, Var};
+
+/// How one field of the unit becomes a byte lane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct LaneField {
+    /// Shift of the spread word: left when positive, right when negative.
+    shift: i32,
+    /// Mask of the four byte lanes after the shift.
+    mask: u32,
+    /// `log2` of the factor the lane value carries (`2^(8 - bits)` for signed fields).
+    log2: u32,
+}
+
+/// The spread decode of a layout (see the module documentation).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpreadPlan {
+    stride: usize,
+    /// Bit of unit 0 in a window (`8 - top`).
+    o: usize,
+    /// Fields in weight order.
+    fields: Vec<LaneField>,
+}
+
+impl SpreadPlan {
+    /// The plan for a layout, or `None` when it does not apply: units of 5 to 8 bits
+    /// in memory, one or two fields, every field `dp4a`-able (signed, or unsigned of at
+    /// most 7 bits).
+    pub fn for_layout(l: &LayoutDesc) -> Option<SpreadPlan> {
+        let stride = unit_stride_bits(l);
+        let fs = l.fields();
+        if !(5..=8).contains(&stride) || !(1..=2).contains(&fs.len()) {
+            return None;
+        }
+        if matches!(l.storage, Storage::Byte) && stride != 8 {
+            return None;
+        }
+        let top = fs
+            .iter()
+            .map(|f| (f.shift + f.bits) as usize)
+            .max()
+            .unwrap_or(0);
+        if top == 0 || top > stride {
+            return None;
+        }
+        let o = 8 - top;
+        let mut fields = Vec::with_capacity(fs.len());
+        for f in fs {
+            let (bits, lo) = (f.bits as u32, o as u32 + f.shift as u32);
+            let lane = (1u32 << bits) - 1;
+            let field = if f.signed {
+                let shift = 8 - (lo + bits);
+                LaneField {
+                    shift: shift as i32,
+                    mask: ((lane << (8 - bits)) & 0xff) * 0x0101_0101,
+                    log2: 8 - bits,
+                }
+            } else if bits <= 7 {
+                LaneField {
+                    shift: -(lo as i32),
+                    mask: lane * 0x0101_0101,
+                    log2: 0,
+                }
+            } else {
+                return None;
+            };
+            fields.push(field);
+        }
+        Some(SpreadPlan { stride, o, fields })
+    }
+
+    /// Weights of one group of four units (the quads of one window).
+    pub fn group_weights(&self) -> usize {
+        4 * self.fields.len()
+    }
+
+    /// Fields per unit: quads per group.
+    pub fn n_fields(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// The distinct `log2` factors of the quads, ascending (an accumulator each).
+    pub fn factors(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self.fields.iter().map(|f| f.log2).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// Index into [`SpreadPlan::factors`] of field `q`'s accumulator.
+    pub fn factor_of(&self, q: usize) -> usize {
+        let l = self.fields[q].log2;
+        self.factors().iter().position(|&x| x == l).unwrap_or(0)
+    }
+
+    /// Emits the quads of group `g` (units `4g .. 4g + 4`) of a chunk held in words
+    /// `w` (little-endian, from the chunk's first bit): one `I32` per field, in weight
+    /// order.
+    pub fn quads(
+        &self,
+        f: &mut Func,
+        b: &mut Vec<Stmt>,
+        w: &[Var],
+        g: usize,
+        tag: &str,
+    ) -> Vec<Var> {
+        let start = (4 * g * self.stride) as isize - self.o as isize;
+        let x = window(w, start);
+        let unit = |i: usize| -> u32 {
+            let m = ((1u64 << (8 - self.o)) - 1) as u32;
+            m << (self.o + i * self.stride)
+        };
+        let d = 8 - self.stride;
+        let spread = if d == 0 {
+            x
+        } else {
+            let xv = f.var(format!("sx{tag}"), Ty::I32);
+            b.push(Stmt::Let(xv, x));
+            // Units 2 and 3 move by 2d.
+            let y = f.var(format!("sy{tag}"), Ty::I32);
+            b.push(Stmt::Let(
+                y,
+                bin(
+                    BinOp::Or,
+                    bin(
+                        BinOp::Shl,
+                        and(var(xv), unit(2) | unit(3)),
+                        i32c(2 * d as i64),
+                    ),
+                    and(var(xv), unit(0) | unit(1)),
+                ),
+            ));
+            // Units 1 and 3 move by d (unit 3 is now 2d higher).
+            let u13 = unit(1) | (unit(3) << (2 * d));
+            add(var(y), mul(and(var(y), u13), i32c((1i64 << d) - 1)))
+        };
+        let z = f.var(format!("sz{tag}"), Ty::I32);
+        b.push(Stmt::Let(z, spread));
+        self.fields
+            .iter()
+            .enumerate()
+            .map(|(q, lf)| {
+                let moved = match lf.shift {
+                    0 => var(z),
+                    s if s > 0 => bin(BinOp::Shl, var(z), i32c(s as i64)),
+                    s => bin(BinOp::Shr, var(z), i32c(-s as i64)),
+                };
+                let e = if lf.mask == u32::MAX {
+                    moved
+                } else {
+                    and(moved, lf.mask)
+                };
+                let v = f.var(format!("sq{tag}_{q}"), Ty::I32);
+                b.push(Stmt::Let(v, e));
+                v
+            })
+            .collect()
+    }
+
+    /// The activation word of field `q`'s quad of a group whose activations are the
+    /// words `xs` (`n_fields` consecutive words, four activations each).
+    pub fn act_word(&self, q: usize, xs: &[Var]) -> Expr {
+        match self.fields.len() {
+            1 => var(xs[0]),
+            _ => Expr::BytePerm {
+                a: Box::new(var(xs[0])),
+                b: Box::new(var(xs[1])),
+                sel: if q == 0 { 0x6420 } else { 0x7531 },
+            },
+        }
+    }
+
+    /// The exact sum of the accumulators (one per [`SpreadPlan::factors`] entry, each
+    /// a multiple of its factor): `(Σ acc_i << (max - log2_i)) >> max` (arithmetic).
+    pub fn combine(&self, accs: &[Var]) -> Expr {
+        let fs = self.factors();
+        let max = fs.last().copied().unwrap_or(0);
+        let mut sum: Option<Expr> = None;
+        for (&a, &l) in accs.iter().zip(&fs) {
+            let t = if l == max {
+                var(a)
+            } else {
+                bin(BinOp::Shl, var(a), i32c((max - l) as i64))
+            };
+            sum = Some(match sum {
+                None => t,
+                Some(s) => add(s, t),
+            });
+        }
+        let sum = sum.unwrap_or(i32c(0));
+        if max == 0 {
+            sum
+        } else {
+            bin(BinOp::Sar, sum, i32c(max as i64))
+        }
+    }
+}
+
+fn and(e: Expr, m: u32) -> Expr {
+    bin(BinOp::And, e, i32c(m as i32 as i64))
+}
+
+/// The 32 bits of the chunk from bit `start` (which may be negative: zeros shifted
+/// in below bit 0); bits past the chunk's last word read as zero.
+fn window(w: &[Var], start: isize) -> Expr {
+    if start < 0 {
+        return bin(BinOp::Shl, var(w[0]), i32c(-start as i64));
+    }
+    let (a, s) = ((start / 32) as usize, (start % 32) as usize);
+    if s == 0 {
+        var(w[a])
+    } else if a + 1 < w.len() {
+        bin(
+            BinOp::Or,
+            bin(BinOp::Shr, var(w[a]), i32c(s as i64)),
+            bin(BinOp::Shl, var(w[a + 1]), i32c(32 - s as i64)),
+        )
+    } else {
+        bin(BinOp::Shr, var(w[a]), i32c(s as i64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qkc_dsl::layout::{builtin, BUILTIN_NAMES};
+
+    #[test]
+    fn applies_to_the_wide_unit_layouts_only() {
+        let applies: Vec<&str> = BUILTIN_NAMES
+            .iter()
+            .copied()
+            .filter(|n| {
+                builtin(n)
+                    .and_then(|l| SpreadPlan::for_layout(&l))
+                    .is_some()
+            })
+            .collect();
+        assert_eq!(applies, ["s8", "q3p5", "q3p5b"]);
+    }
+
+    #[test]
+    fn q3p5_fields_are_top_aligned() {
+        let p = SpreadPlan::for_layout(&builtin("q3p5").unwrap()).unwrap();
+        assert_eq!(p.o, 1);
+        // hi (bits 6..3) is already at the top of its lane; lo (2..0) moves up by 4.
+        assert_eq!(p.fields[0].shift, 0);
+        assert_eq!(p.fields[0].mask, 0xf0f0_f0f0);
+        assert_eq!(p.fields[1].shift, 4);
+        assert_eq!(p.fields[1].mask, 0xe0e0_e0e0);
+        assert_eq!(p.factors(), [4, 5]);
+    }
+}
