@@ -9,12 +9,18 @@
 //!     [--copies 8] [--iters 200] [--peak 4.24] [--no-check] [--dump-ptx DIR]
 //!     [--backend qkc,llvm] [--block 128,256] [--unroll 2,4,8] [--chunk auto,32] [--min-blocks 0,12]
 //!     [--masked-tail 1,0] [--rows 0,1,2,4] [--stage 0,1] [--spread 1,0] [--prefetch 1,0]
+//!     [--peers peers.csv] [--csv out.csv] [--svg out.svg]
 //!     (a sweep over lowerings; --min-blocks sets `.minnctapersm`, 0 = none;
 //!     --masked-tail 0 runs the remaining chunks one per lane instead of one masked
 //!     iteration; --rows sets the weight rows per warp, 0 = automatic)
 //! ```
-//! Shapes are K×N (K the reduction). Every shape is first checked against the
-//! reference interpreter (M = 1) unless `--no-check`.
+//! Shapes are K×N (K the reduction; default: the issue's 4096², 8192², 8192×28672,
+//! 28672×8192 at M = 1, 4, 16). Every shape is first checked against the reference
+//! interpreter (first M) unless `--no-check`. `--peers` reads the CSV that
+//! `benches/gpu_peers.py --csv` wrote in the same device call (cuBLAS fp16 and tinygemm
+//! int4 times) and adds them, with qkc's speed-up, to the table; `--csv` writes every
+//! row; `--svg` plots achieved TB/s (each kernel's own weight bytes) of the fastest qkc
+//! variant and the peers against the read ceiling. `benches/gpu/run.sh` runs it all.
 
 use half::{bf16, f16};
 use qkc::codegen::lower::GpuOptions;
@@ -42,14 +48,17 @@ struct Args {
     stage: Vec<u32>,
     spread: Vec<u32>,
     prefetch: Vec<u32>,
+    csv: Option<String>,
+    svg: Option<String>,
+    peers: Option<String>,
     sources: Vec<PtxSource>,
 }
 
 fn parse() -> Result<Args, String> {
     let mut a = Args {
         kernel: concat!(env!("CARGO_MANIFEST_DIR"), "/examples/kernels/gemv_w3p5.qk").to_string(),
-        shapes: vec![(8192, 8192), (8192, 28672), (28672, 8192), (14336, 4096)],
-        ms: vec![1, 4, 8],
+        shapes: vec![(4096, 4096), (8192, 8192), (8192, 28672), (28672, 8192)],
+        ms: vec![1, 4, 16],
         copies: 8,
         iters: 200,
         peak: 4.24,
@@ -64,6 +73,9 @@ fn parse() -> Result<Args, String> {
         stage: vec![0],
         spread: vec![1],
         prefetch: vec![1],
+        csv: None,
+        svg: None,
+        peers: None,
         sources: vec![PtxSource::Qkc],
     };
     let mut it = std::env::args().skip(1);
@@ -105,6 +117,9 @@ fn parse() -> Result<Args, String> {
             "--stage" => a.stage = list(&val()?)?,
             "--spread" => a.spread = list(&val()?)?,
             "--prefetch" => a.prefetch = list(&val()?)?,
+            "--csv" => a.csv = Some(val()?),
+            "--svg" => a.svg = Some(val()?),
+            "--peers" => a.peers = Some(val()?),
             "--backend" => {
                 a.sources = val()?
                     .split(',')
@@ -329,7 +344,11 @@ fn real_main() -> Result<(), String> {
             }
         }
     }
-    let mut rows = Vec::new();
+    let peers = match &a.peers {
+        Some(p) => read_peers(p)?,
+        None => Peers::default(),
+    };
+    let mut rows: Vec<Row> = Vec::new();
     for &(kk, n) in &a.shapes {
         for &m in &a.ms {
             let d = Dims {
@@ -390,12 +409,16 @@ fn real_main() -> Result<(), String> {
                 let min = t[0];
                 let wb = k.weight_bytes(&d) as f64;
                 let gbs = wb / (med * 1e-6) / 1e9;
-                rows.push(format!(
-                    "| {kk}x{n} | {m} | {} | {med:.1} | {min:.1} | {:.1} | {gbs:.0} | {:.2} |",
-                    v.label,
-                    wb / (a.peak * 1e12) * 1e6,
-                    gbs / (a.peak * 1e3)
-                ));
+                rows.push(Row {
+                    k: kk,
+                    n,
+                    m,
+                    label: v.label.clone(),
+                    med,
+                    min,
+                    floor: wb / (a.peak * 1e12) * 1e6,
+                    gbs,
+                });
             }
             if check {
                 println!(
@@ -406,12 +429,230 @@ fn real_main() -> Result<(), String> {
         }
     }
     println!(
-        "\n| K×N | M | variant | median µs | min µs | floor µs | weight GB/s | of {} TB/s |",
+        "\n| K×N | M | variant | median µs | min µs | floor µs | weight GB/s | of {} TB/s | tinygemm int4 µs (qkc speed-up) | cuBLAS fp16 µs (qkc speed-up) |",
         a.peak
     );
-    println!("|---|---|---|---|---|---|---|---|");
-    for r in rows {
-        println!("{r}");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let peer = |r: &Row, which: usize| -> String {
+        match peers.get(r.k, r.n, r.m, which) {
+            Some(t) => format!("{t:.1} ({:.2}×)", t / r.med),
+            None => "n/a".into(),
+        }
+    };
+    for r in &rows {
+        println!(
+            "| {}x{} | {} | {} | {:.1} | {:.1} | {:.1} | {:.0} | {:.2} | {} | {} |",
+            r.k,
+            r.n,
+            r.m,
+            r.label,
+            r.med,
+            r.min,
+            r.floor,
+            r.gbs,
+            r.gbs / (a.peak * 1e3),
+            peer(r, 1),
+            peer(r, 0)
+        );
     }
+    if let Some(path) = &a.csv {
+        let mut out = String::from(
+            "K,N,M,variant,median_us,min_us,floor_us,weight_GBps,fraction_of_ceiling,tinygemm_us,cublas_us\n",
+        );
+        for r in &rows {
+            let opt = |w: usize| {
+                peers
+                    .get(r.k, r.n, r.m, w)
+                    .map_or(String::new(), |t| format!("{t:.2}"))
+            };
+            out.push_str(&format!(
+                "{},{},{},\"{}\",{:.2},{:.2},{:.2},{:.1},{:.4},{},{}\n",
+                r.k,
+                r.n,
+                r.m,
+                r.label,
+                r.med,
+                r.min,
+                r.floor,
+                r.gbs,
+                r.gbs / (a.peak * 1e3),
+                opt(1),
+                opt(0)
+            ));
+        }
+        std::fs::write(path, out).map_err(|e| format!("{path}: {e}"))?;
+        println!("wrote {path}");
+    }
+    if let Some(path) = &a.svg {
+        plot(&rows, &peers, &k, a.peak, std::path::Path::new(path))
+            .map_err(|e| format!("{path}: {e}"))?;
+        println!("wrote {path}");
+    }
+    Ok(())
+}
+
+/// One timed (shape, M, variant).
+struct Row {
+    k: u64,
+    n: u64,
+    m: u64,
+    label: String,
+    med: f64,
+    min: f64,
+    floor: f64,
+    gbs: f64,
+}
+
+/// A benchmark point: (K, N, M).
+type Point = (u64, u64, u64);
+
+/// A plotted series: TB/s at a point, if measured.
+type Series<'a> = (&'a str, Box<dyn Fn(&Point) -> Option<f64> + 'a>);
+
+/// Peer times from `benches/gpu_peers.py --csv`: `(K, N, M) -> [cuBLAS, tinygemm]` µs.
+#[derive(Default)]
+struct Peers {
+    times: Vec<(Point, [Option<f64>; 2])>,
+    read_tbps: Option<f64>,
+}
+
+impl Peers {
+    fn get(&self, k: u64, n: u64, m: u64, which: usize) -> Option<f64> {
+        self.times
+            .iter()
+            .find(|(key, _)| *key == (k, n, m))
+            .and_then(|(_, t)| t[which])
+    }
+}
+
+fn read_peers(path: &str) -> Result<Peers, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    let mut p = Peers::default();
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("# read_tbps=") {
+            p.read_tbps = v.trim().parse().ok();
+            continue;
+        }
+        if line.starts_with('#') || line.starts_with('K') || line.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = line.split(',').collect();
+        if f.len() != 5 {
+            return Err(format!(
+                "{path}: bad peers line {line:?} (want K,N,M,cublas_us,tinygemm_us)"
+            ));
+        }
+        let num = |s: &str| -> Result<u64, String> {
+            s.trim()
+                .parse()
+                .map_err(|_| format!("{path}: bad number {s:?}"))
+        };
+        let t = |s: &str| s.trim().parse::<f64>().ok();
+        p.times
+            .push(((num(f[0])?, num(f[1])?, num(f[2])?), [t(f[3]), t(f[4])]));
+    }
+    Ok(p)
+}
+
+/// Achieved TB/s of each kernel's own weight bytes (qkc: packed codes + scales, the
+/// fastest variant; tinygemm: 4-bit codes + bf16 scale and zero per 128; cuBLAS: fp16)
+/// per (shape, M), with the read ceiling as a line.
+fn plot(
+    rows: &[Row],
+    peers: &Peers,
+    k: &Kernel,
+    peak: f64,
+    path: &std::path::Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    let mut points: Vec<(u64, u64, u64)> = Vec::new();
+    for r in rows {
+        if !points.contains(&(r.k, r.n, r.m)) {
+            points.push((r.k, r.n, r.m));
+        }
+    }
+    let ceiling = peers.read_tbps.unwrap_or(peak);
+    let best = |p: &(u64, u64, u64)| -> Option<f64> {
+        rows.iter()
+            .filter(|r| (r.k, r.n, r.m) == *p)
+            .map(|r| r.gbs / 1e3)
+            .reduce(f64::max)
+    };
+    let peer_tbps = |p: &(u64, u64, u64), which: usize| -> Option<f64> {
+        let t = peers.get(p.0, p.1, p.2, which)?;
+        let (kk, n) = (p.0 as f64, p.1 as f64);
+        let bytes = if which == 0 {
+            2.0 * kk * n
+        } else {
+            kk * n / 2.0 + (kk / 128.0) * n * 4.0
+        };
+        Some(bytes / (t * 1e-6) / 1e12)
+    };
+    let root = SVGBackend::new(path, (1200, 560)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let np = points.len().max(1);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!(
+                "{} on the GPU: achieved TB/s of weight bytes (read ceiling {ceiling:.2} TB/s)",
+                k.name
+            ),
+            ("sans-serif", 20),
+        )
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..np as f64, 0f64..(ceiling * 1.15))?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(np)
+        .x_label_formatter(&|x| {
+            points
+                .get(x.floor() as usize)
+                .map(|p| format!("{}x{} M={}", p.0, p.1, p.2))
+                .unwrap_or_default()
+        })
+        .y_desc("TB/s")
+        .draw()?;
+    let series: [Series; 3] = [
+        ("qkc (fastest variant)", Box::new(best)),
+        ("tinygemm int4 g128", Box::new(|p| peer_tbps(p, 1))),
+        ("cuBLAS fp16", Box::new(|p| peer_tbps(p, 0))),
+    ];
+    let w = 0.8 / series.len() as f64;
+    for (si, (name, f)) in series.iter().enumerate() {
+        let color = Palette99::pick(si).to_rgba();
+        let bars: Vec<Rectangle<(f64, f64)>> = points
+            .iter()
+            .enumerate()
+            .filter_map(|(pi, p)| {
+                let v = f(p)?;
+                let x0 = pi as f64 + 0.1 + si as f64 * w;
+                Some(Rectangle::new(
+                    [(x0, 0.0), (x0 + w * 0.9, v)],
+                    color.filled(),
+                ))
+            })
+            .collect();
+        chart
+            .draw_series(bars)?
+            .label(*name)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
+    }
+    chart
+        .draw_series(LineSeries::new(
+            [(0.0, ceiling), (np as f64, ceiling)],
+            BLACK.stroke_width(2),
+        ))?
+        .label("read ceiling")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK.stroke_width(2)));
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()?;
+    root.present()?;
     Ok(())
 }

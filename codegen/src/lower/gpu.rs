@@ -79,6 +79,10 @@ pub struct GpuOptions {
     /// loaded one element at a time, 8, or 4 with 8-row tiles). Measured on an H200,
     /// 3.5-bit, K×N 8192×28672, M = 1: i8 37.7 µs with 2 rows per warp against 41.8
     /// with 1 and 42.8 with 4; f16 76 µs with 8 against 87 with 4 and 249 with 1.
+    /// With the spread decode, functions for M = 1 only take 3 rows per warp (and
+    /// 2 chunks in flight per lane): on two H200s 33.7 and 34.8 µs at 8192×28672
+    /// against 36.7 and 41.1 with 2 rows and 4 chunks (28672×8192: 34.3, 40.5 against
+    /// 35.0, 37.9).
     pub rows_per_warp: Option<u32>,
     /// Stage the GEMV weight bytes through shared memory so that the warp's loads
     /// are adjacent 16-byte vectors (`bar.warp.sync`, shared loads and stores: the
@@ -342,7 +346,8 @@ pub fn lower(p: &Plan, m_max: u64, o: &GpuOptions) -> Func {
     let rpw = o
         .rows_per_warp
         .unwrap_or(match (p.int, tiles.last().copied().unwrap_or(8)) {
-            (true, 0..=4) => 2,
+            (true, 0..=1) => 3,
+            (true, 2..=4) => 2,
             (true, _) => 1,
             (false, 0..=4) => 8,
             (false, _) => 4,
@@ -1395,8 +1400,12 @@ fn gemv_body(
         // Measured on an H200 (3.5-bit, i8, K 8192..28672): tiles of 4 rows are
         // fastest with half the M = 1 chunks in flight (82 vs 87 µs at 8192x28672),
         // 1-2 rows and 8 rows with `unroll / t`.
+        // With more than two weight rows per warp (integer activations), the chunks
+        // in flight per lane shrink so that rows x chunks stays at about 2 x `unroll`.
         let unroll = if t > 2 {
             (2 * unroll / t as usize).max(1)
+        } else if p.int && rpw > 2 {
+            (2 * unroll / (t as usize * rpw)).max(1)
         } else {
             (unroll / t as usize).max(1)
         };
