@@ -840,29 +840,46 @@ fn comparisons_selects_casts_and_dot4_match_the_interpreter() {
         ];
         assert_same(&f, &bufs, &[n as i64], what);
     }
+    // Two i32 inputs, one i32 output: `y[i] = value(i)`, run by every backend.
+    let two_ints = |what: &str, value: &dyn Fn(Var) -> Expr| -> Vec<u8> {
+        let mut f = func(
+            &[("a", Elem::I32), ("b", Elem::I32), ("y", Elem::I32)],
+            &["n"],
+        );
+        over_i(&mut f, |_, i| {
+            vec![Stmt::Store {
+                buf: 2,
+                index: var(i),
+                value: value(i),
+            }]
+        });
+        let bufs = [i32_bytes(&a), i32_bytes(&b), vec![0; 4 * n]];
+        assert_same(&f, &bufs, &[n as i64], what)
+    };
     // dp4a.
-    let mut f = func(
-        &[("a", Elem::I32), ("b", Elem::I32), ("y", Elem::I32)],
-        &["n"],
-    );
-    over_i(&mut f, |_, i| {
-        vec![Stmt::Store {
-            buf: 2,
-            index: var(i),
-            value: Expr::Dot4 {
-                a: Box::new(load(0, var(i))),
-                b: Box::new(load(1, var(i))),
-                acc: Box::new(load(0, sub(i64c(n as i64 - 1), var(i)))),
-            },
-        }]
+    let out = two_ints("dot4", &|i| Expr::Dot4 {
+        a: Box::new(load(0, var(i))),
+        b: Box::new(load(1, var(i))),
+        acc: Box::new(load(0, sub(i64c(n as i64 - 1), var(i)))),
     });
-    let out = assert_same(
-        &f,
-        &[i32_bytes(&a), i32_bytes(&b), vec![0; 4 * n]],
-        &[n as i64],
-        "dot4",
-    );
     assert!(out.iter().any(|&x| x != 0));
+    // prmt-style byte permutations (the GPU spread decode's activation pairing).
+    for sel in [0x6420u16, 0x7531, 0x3715, 0x0000] {
+        let out = two_ints("byte_perm", &|i| Expr::BytePerm {
+            a: Box::new(load(0, var(i))),
+            b: Box::new(load(1, var(i))),
+            sel,
+        });
+        for (j, c) in out.chunks(4).enumerate() {
+            let got = u32::from_le_bytes(c.try_into().unwrap());
+            let src = (a[j] as u32 as u64) | (b[j] as u32 as u64) << 32;
+            let want = (0..4).fold(0u32, |r, i| {
+                let from = (sel >> (4 * i)) & 7;
+                r | ((src >> (8 * from)) as u32 & 0xff) << (8 * i)
+            });
+            assert_eq!(got, want, "byte_perm {sel:#x} lane {j}");
+        }
+    }
 }
 
 #[test]
