@@ -630,8 +630,12 @@ fn load_chunk_words(
     all
 }
 
+/// Chunk words of a warp's rows: `[row][chunk][word]`.
+type ChunkWords = Vec<Vec<Vec<Var>>>;
+
 /// Words of lane chunks `min(base + 32u, last)` for `u < count` of each row in
-/// `wrows` (`[row][u][word]`), each chunk from its own clamped address.
+/// `wrows` (`[row][u][word]`), each chunk from its own clamped address, and per chunk
+/// its unclamped and clamped indices.
 #[allow(clippy::too_many_arguments)]
 fn clamped_chunk_words(
     f: &mut Func,
@@ -643,19 +647,20 @@ fn clamped_chunk_words(
     count: usize,
     last: Var,
     tag: &str,
-) -> Vec<Vec<Vec<Var>>> {
+) -> (ChunkWords, Vec<(Var, Var)>) {
     let mut ws = vec![Vec::with_capacity(count); wrows.len()];
+    let mut idx = Vec::with_capacity(count);
     for u in 0..count {
+        let raw = f.var(format!("{tag}craw{u}"), Ty::I32);
+        out.push(Stmt::Let(raw, add(var(base), i32c(32 * u as i64))));
         let cu = f.var(format!("{tag}cidx{u}"), Ty::I32);
-        out.push(Stmt::Let(
-            cu,
-            min(add(var(base), i32c(32 * u as i64)), var(last)),
-        ));
+        out.push(Stmt::Let(cu, min(var(raw), var(last))));
         for (r, &wrow) in wrows.iter().enumerate() {
             ws[r].extend(load_chunk_words(f, out, p, c, wrow, cu, 1));
         }
+        idx.push((raw, cu));
     }
-    ws
+    (ws, idx)
 }
 
 /// Weight words of lane chunks `base + 32u` (`u < count`, `base = first + lane`) of
@@ -899,17 +904,9 @@ fn vector_path(
                 .map(|&wrow| load_chunk_words(f, &mut b, p, &c, wrow, base, count))
                 .collect(),
             Some(last) => {
-                let mut ws = vec![Vec::with_capacity(count); rpw];
-                for u in 0..count {
-                    let raw = f.var(format!("craw{u}"), Ty::I32);
-                    b.push(Stmt::Let(raw, add(var(base), i32c(32 * u as i64))));
-                    let cu = f.var(format!("cidx{u}"), Ty::I32);
-                    b.push(Stmt::Let(cu, min(var(raw), var(last))));
-                    for (r, &wrow) in wrows.iter().enumerate() {
-                        ws[r].extend(load_chunk_words(f, &mut b, p, &c, wrow, cu, 1));
-                    }
-                    clamped.push((raw, cu));
-                }
+                let (ws, idx) =
+                    clamped_chunk_words(f, &mut b, p, &c, &wrows, base, count, last, "");
+                clamped = idx;
                 ws
             }
         };
@@ -1243,10 +1240,10 @@ fn vector_path(
         // discarded) are loaded before this iteration's arithmetic.
         let plast = f.var("plast", Ty::I32);
         pro.push(Stmt::Let(plast, cast(Ty::I32, sub(var(nch), i64c(1)))));
-        let next = clamped_chunk_words(f, &mut pro, p, &c, &wrows, lane32, unroll, plast, "p");
+        let (next, _) = clamped_chunk_words(f, &mut pro, p, &c, &wrows, lane32, unroll, plast, "p");
         let nb = f.var("nbase", Ty::I32);
         ib.push(Stmt::Let(nb, add(var(base), i32c(per_iter as i64))));
-        let fetched = clamped_chunk_words(f, &mut ib, p, &c, &wrows, nb, unroll, plast, "n");
+        let (fetched, _) = clamped_chunk_words(f, &mut ib, p, &c, &wrows, nb, unroll, plast, "n");
         ib.extend(chunk_body(f, base, unroll, None, false, Some(next.clone())));
         for (nr, fr) in next.iter().zip(&fetched) {
             for (nu, fu) in nr.iter().zip(fr) {

@@ -52,6 +52,8 @@ pub struct SpreadPlan {
     o: usize,
     /// Fields in weight order.
     fields: Vec<LaneField>,
+    /// The distinct `log2` factors of the fields, ascending.
+    factors: Vec<u32>,
 }
 
 impl SpreadPlan {
@@ -98,7 +100,15 @@ impl SpreadPlan {
             };
             fields.push(field);
         }
-        Some(SpreadPlan { stride, o, fields })
+        let mut factors: Vec<u32> = fields.iter().map(|f| f.log2).collect();
+        factors.sort_unstable();
+        factors.dedup();
+        Some(SpreadPlan {
+            stride,
+            o,
+            fields,
+            factors,
+        })
     }
 
     /// Weights of one group of four units (the quads of one window).
@@ -112,17 +122,14 @@ impl SpreadPlan {
     }
 
     /// The distinct `log2` factors of the quads, ascending (an accumulator each).
-    pub fn factors(&self) -> Vec<u32> {
-        let mut v: Vec<u32> = self.fields.iter().map(|f| f.log2).collect();
-        v.sort_unstable();
-        v.dedup();
-        v
+    pub fn factors(&self) -> &[u32] {
+        &self.factors
     }
 
     /// Index into [`SpreadPlan::factors`] of field `q`'s accumulator.
     pub fn factor_of(&self, q: usize) -> usize {
         let l = self.fields[q].log2;
-        self.factors().iter().position(|&x| x == l).unwrap_or(0)
+        self.factors.iter().position(|&x| x == l).unwrap_or(0)
     }
 
     /// Emits the quads of group `g` (units `4g .. 4g + 4`) of a chunk held in words
@@ -205,10 +212,9 @@ impl SpreadPlan {
     /// The exact sum of the accumulators (one per [`SpreadPlan::factors`] entry, each
     /// a multiple of its factor): `(Σ acc_i << (max - log2_i)) >> max` (arithmetic).
     pub fn combine(&self, accs: &[Var]) -> Expr {
-        let fs = self.factors();
-        let max = fs.last().copied().unwrap_or(0);
+        let max = self.factors.last().copied().unwrap_or(0);
         let mut sum: Option<Expr> = None;
-        for (&a, &l) in accs.iter().zip(&fs) {
+        for (&a, &l) in accs.iter().zip(&self.factors) {
             let t = if l == max {
                 var(a)
             } else {
