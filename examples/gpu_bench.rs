@@ -8,7 +8,7 @@
 //!     [--shapes 8192x8192,8192x28672,28672x8192,14336x4096] [--m 1,4,8]
 //!     [--copies 8] [--iters 200] [--peak 4.24] [--no-check] [--dump-ptx DIR]
 //!     [--backend qkc,llvm] [--block 128,256] [--unroll 2,4,8] [--chunk auto,32] [--min-blocks 0,12]
-//!     [--masked-tail 1,0] [--rows 0,1,2,4] [--stage 0,1] [--spread 1,0] [--prefetch 1,0]
+//!     [--masked-tail 1,0] [--rows 0,1,2,4] [--stage 0,1] [--spread 1,0] [--prefetch 1,0] [--magic 1,0]
 //!     [--peers peers.csv] [--csv out.csv] [--svg out.svg]
 //!     (a sweep over lowerings; --min-blocks sets `.minnctapersm`, 0 = none;
 //!     --masked-tail 0 runs the remaining chunks one per lane instead of one masked
@@ -47,6 +47,7 @@ struct Args {
     rows: Vec<u32>,
     stage: Vec<u32>,
     spread: Vec<u32>,
+    magic: Vec<u32>,
     prefetch: Vec<u32>,
     csv: Option<String>,
     svg: Option<String>,
@@ -72,6 +73,7 @@ fn parse() -> Result<Args, String> {
         rows: vec![0],
         stage: vec![0],
         spread: vec![1],
+        magic: vec![1],
         prefetch: vec![1],
         csv: None,
         svg: None,
@@ -116,6 +118,7 @@ fn parse() -> Result<Args, String> {
             "--rows" => a.rows = list(&val()?)?,
             "--stage" => a.stage = list(&val()?)?,
             "--spread" => a.spread = list(&val()?)?,
+            "--magic" => a.magic = list(&val()?)?,
             "--prefetch" => a.prefetch = list(&val()?)?,
             "--csv" => a.csv = Some(val()?),
             "--svg" => a.svg = Some(val()?),
@@ -251,11 +254,12 @@ fn real_main() -> Result<(), String> {
                         .flat_map(move |s| prefetches.iter().map(move |pf| (c, m, s, pf)))
                 })
             }) {
-                for (&mb, &source) in a
-                    .min_blocks
-                    .iter()
-                    .flat_map(|mb| a.sources.iter().map(move |s| (mb, s)))
-                {
+                let magics = &a.magic;
+                for (&mb, &source, &magic) in a.min_blocks.iter().flat_map(|mb| {
+                    a.sources
+                        .iter()
+                        .flat_map(move |s| magics.iter().map(move |g| (mb, s, g)))
+                }) {
                     let o = GpuOptions {
                         block,
                         unroll,
@@ -265,6 +269,7 @@ fn real_main() -> Result<(), String> {
                         stage_weights: stage != 0,
                         spread: spread != 0,
                         prefetch: prefetch != 0,
+                        float_magic: magic != 0,
                         ..base.clone()
                     };
                     let opts = CudaOptions {
@@ -308,6 +313,11 @@ fn real_main() -> Result<(), String> {
                     };
                     let mb_s = if prefetch == 0 {
                         format!("{mb_s}, no prefetch")
+                    } else {
+                        mb_s
+                    };
+                    let mb_s = if magic == 0 {
+                        format!("{mb_s}, no magic")
                     } else {
                         mb_s
                     };

@@ -793,7 +793,21 @@ fn comparisons_selects_casts_and_dot4_match_the_interpreter() {
     }
     // Float arithmetic, min/max with NaN, and casts both ways.
     for (k, what) in [
-        "add", "sub", "mul", "div", "min", "max", "and", "i2f", "l2f", "f2i", "f2l", "neg0",
+        "add",
+        "sub",
+        "mul",
+        "div",
+        "min",
+        "max",
+        "and",
+        "i2f",
+        "l2f",
+        "f2i",
+        "f2l",
+        "neg0",
+        "from_bits",
+        "f16_bits",
+        "f16_bits_hi",
     ]
     .iter()
     .enumerate()
@@ -824,7 +838,11 @@ fn comparisons_selects_casts_and_dot4_match_the_interpreter() {
                 ),
                 9 => cast(Ty::F32, cast(Ty::I32, mul(x, f32c(1000.0)))),
                 10 => cast(Ty::F32, bin(BinOp::Sar, cast(Ty::I64, x), i64c(20))),
-                _ => mul(x, f32c(-0.0)),
+                11 => mul(x, f32c(-0.0)),
+                // Bit reinterpretation and f16 widening (the GPU float decode's ops).
+                12 => Expr::FromBits(Box::new(load(2, var(i)))),
+                13 => Expr::F16ToF32(Box::new(load(2, var(i)))),
+                _ => Expr::F16ToF32(Box::new(bin(BinOp::Shr, load(2, var(i)), i32c(16)))),
             };
             vec![Stmt::Store {
                 buf: 3,

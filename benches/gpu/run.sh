@@ -14,7 +14,7 @@
 set -euo pipefail
 bin=${1:-.device-bin-gpu}
 out=${2:-${OUT:-bench-out}}
-shapes=${QKC_BENCH_GPU_SHAPES:-4096x4096,8192x8192,8192x28672,28672x8192}
+shapes=${QKC_BENCH_GPU_SHAPES:-4096x4096,8192x8192,8192x28672,28672x8192,14336x4096}
 ms=${QKC_BENCH_GPU_M:-1,4,16}
 iters=${QKC_BENCH_GPU_ITERS:-300}
 mkdir -p "$out"

@@ -148,10 +148,11 @@ fn options(k: &Kernel) -> Vec<(&'static str, GpuOptions)> {
             },
         ),
         (
-            "no_spread_no_prefetch",
+            "no_spread_no_prefetch_no_magic",
             GpuOptions {
                 spread: false,
                 prefetch: false,
+                float_magic: false,
                 ..d.clone()
             },
         ),

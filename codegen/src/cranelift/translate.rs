@@ -144,6 +144,7 @@ fn check_refs(f: &Func) -> Result<(), CraneliftError> {
                 expr(f, a)?;
                 expr(f, b)
             }
+            Expr::FromBits(a) | Expr::F16ToF32(a) => expr(f, a),
         }
     }
     fn stmts(f: &Func, body: &[Stmt]) -> Result<(), CraneliftError> {
@@ -583,6 +584,16 @@ impl Tr<'_, '_> {
                 }
             }
             Expr::LoadShared(_) => return Err(CraneliftError::GpuOnly { op: "load_shared" }),
+            Expr::F16ToF32(a) => {
+                let x = self.expr(a)?;
+                let h = self.b.ins().band_imm_s(x, 0xffff);
+                let bits = self.f16_bits_to_f32_bits(h);
+                self.b.ins().bitcast(types::F32, super::simd::le(), bits)
+            }
+            Expr::FromBits(a) => {
+                let x = self.expr(a)?;
+                self.b.ins().bitcast(types::F32, super::simd::le(), x)
+            }
             Expr::BytePerm { a, b: bx, sel } => {
                 let src = [self.expr(a)?, self.expr(bx)?];
                 let mut r = self.b.ins().iconst(types::I32, 0);

@@ -662,6 +662,15 @@ impl<'a> FnWriter<'a> {
                     strip(&b)
                 )
             }
+            Expr::F16ToF32(a) => {
+                self.use_helper(Helper::F16ToF32);
+                let a = self.expr(a, true)?;
+                format!("qk_f16_to_f32((unsigned short)({}))", strip(&a))
+            }
+            Expr::FromBits(a) => {
+                let a = self.expr(a, true)?;
+                format!("__int_as_float({})", strip(&a))
+            }
             Expr::LoadShared(_) => {
                 return self.unsupported("shared-memory staging (a PTX-only GEMV option)")
             }

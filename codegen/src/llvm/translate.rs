@@ -166,6 +166,7 @@ fn check_func(f: &Func) -> Result<(), LlvmError> {
             }
             Expr::Dot4 { a, b, acc } => e(f, a).and(e(f, b)).and(e(f, acc)),
             Expr::BytePerm { a, b, .. } => e(f, a).and(e(f, b)),
+            Expr::FromBits(a) | Expr::F16ToF32(a) => e(f, a),
             Expr::DotPacked {
                 act,
                 act_index,
@@ -988,6 +989,18 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
                 let b = self.int_of(b, Ty::I32)?;
                 let acc = self.int_of(acc, Ty::I32)?;
                 self.dot4(a, b, acc)?.into()
+            }
+            Expr::F16ToF32(a) => {
+                let x = self.int_of(a, Ty::I32)?;
+                let h = self.b.build_int_truncate(x, self.ctx.i16_type(), "")?;
+                self.f16_to_f32(h)?.into()
+            }
+            Expr::FromBits(a) => {
+                let x = self.int_of(a, Ty::I32)?;
+                self.b
+                    .build_bit_cast(x, self.ctx.f32_type(), "")?
+                    .into_float_value()
+                    .into()
             }
             Expr::BytePerm { a, b, sel } => {
                 let src = [self.int_of(a, Ty::I32)?, self.int_of(b, Ty::I32)?];

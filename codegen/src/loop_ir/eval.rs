@@ -338,6 +338,8 @@ impl Machine<'_> {
                 let y = self.eval(b, lane)?.i() as u32 as u64;
                 V::I(byte_perm(x | y << 32, *sel) as i32 as i64)
             }
+            Expr::FromBits(a) => V::F(f32::from_bits(self.eval(a, lane)?.i() as u32)),
+            Expr::F16ToF32(a) => V::F(f16::from_bits(self.eval(a, lane)?.i() as u16).to_f32()),
             Expr::LoadShared(o) => {
                 let o = self.eval(o, lane)?.i();
                 let b = self.shared_bytes(o, 4, "shared load")?;

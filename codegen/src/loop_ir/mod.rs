@@ -230,6 +230,12 @@ pub enum Expr {
         b: Box<Expr>,
         sel: u16,
     },
+    /// The `F32` whose IEEE-754 bits are the `I32` operand (a reinterpretation, no
+    /// conversion: PTX `mov.b32`, HIP `__int_as_float`).
+    FromBits(Box<Expr>),
+    /// The f16 whose bits are the low 16 bits of the `I32` operand, widened exactly
+    /// to `F32` (the upper bits are ignored).
+    F16ToF32(Box<Expr>),
 }
 
 /// How a loop is run.
@@ -340,6 +346,7 @@ impl Expr {
             } => vec![act_index, byte_offset, acc],
             Expr::Dot4 { a, b, acc } => vec![a, b, acc],
             Expr::BytePerm { a, b, .. } => vec![a, b],
+            Expr::FromBits(a) | Expr::F16ToF32(a) => vec![a],
         }
     }
 }
@@ -415,6 +422,7 @@ impl Func {
             | Expr::DotPacked { .. }
             | Expr::BytePerm { .. } => Ty::I32,
             Expr::DotRun { acc, .. } => self.ty(acc),
+            Expr::FromBits(_) | Expr::F16ToF32(_) => Ty::F32,
         }
     }
 

@@ -98,6 +98,8 @@ impl Func {
                 self.expr_str(acc)
             ),
             Expr::LoadShared(o) => format!("shared_i32({})", self.expr_str(o)),
+            Expr::FromBits(a) => format!("f32_from_bits({})", self.expr_str(a)),
+            Expr::F16ToF32(a) => format!("f16_bits_to_f32({})", self.expr_str(a)),
             Expr::BytePerm { a, b, sel } => format!(
                 "byte_perm({}, {}, {sel:#06x})",
                 self.expr_str(a),

@@ -37,6 +37,7 @@
 use qkc_dsl::ir::Kernel;
 use qkc_dsl::layout::{FieldDesc, LayoutDesc};
 
+use super::float_decode::{code as magic_code, magic_field, window};
 use super::scales::{group_scale, outer_scale};
 use super::spread::SpreadPlan;
 use super::unpack::{chunk_for, decode_chunk, decode_one, row_bytes, unit_stride_bits};
@@ -75,14 +76,16 @@ pub struct GpuOptions {
     pub masked_tail: bool,
     /// Weight rows per warp in the GEMV schedule: the warp loads each activation
     /// chunk once for all of them (`None`: for integer activations 2 when the
-    /// function's largest M tile is at most 4 rows, else 1; for float activations,
-    /// loaded one element at a time, 8, or 4 with 8-row tiles). Measured on an H200,
+    /// function's largest M tile is at most 4 rows, else 1; for float activations 4,
+    /// or without `float_magic` 8 (4 with 8-row tiles)). Measured on an H200,
     /// 3.5-bit, K×N 8192×28672, M = 1: i8 37.7 µs with 2 rows per warp against 41.8
     /// with 1 and 42.8 with 4; f16 76 µs with 8 against 87 with 4 and 249 with 1.
     /// With the spread decode, functions for M = 1 only take 3 rows per warp (and
     /// 2 chunks in flight per lane): on two H200s 33.7 and 34.8 µs at 8192×28672
     /// against 36.7 and 41.1 with 2 rows and 4 chunks (28672×8192: 34.3, 40.5 against
-    /// 35.0, 37.9).
+    /// 35.0, 37.9). With `float_magic` (f16, lane chunks of 32 weights, 2 chunks in
+    /// flight at M = 1) 4 rows measured 64.0 µs at 8192×28672 against 64.4 with 3
+    /// and 66.8-70.7 with 6 (M = 4: 108.2 against 120.7 and 116.4).
     pub rows_per_warp: Option<u32>,
     /// Stage the GEMV weight bytes through shared memory so that the warp's loads
     /// are adjacent 16-byte vectors (`bar.warp.sync`, shared loads and stores: the
@@ -99,6 +102,11 @@ pub struct GpuOptions {
     /// M = 1, K×N 8192×28672 and 28672×8192) it measured 34.6-43 µs against 33.7-35.5
     /// without, at unroll 1-4 and 2-3 rows per warp.
     pub prefetch: bool,
+    /// Decode float-activation chunks with exponent magic ([`super::float_decode`]:
+    /// a mask, an XOR and a float subtraction per weight, each window shared by a
+    /// unit's fields, activations loaded once per step for every weight row) instead
+    /// of `bfe` and an integer-to-float conversion per weight (off: that path).
+    pub float_magic: bool,
 }
 
 impl GpuOptions {
@@ -119,6 +127,7 @@ impl GpuOptions {
             stage_weights: false,
             spread: true,
             prefetch: false,
+            float_magic: true,
         }
     }
 }
@@ -328,10 +337,14 @@ pub fn lower(p: &Plan, m_max: u64, o: &GpuOptions) -> Func {
     }
     // Measured on an H200 (3.5-bit, i8): chunks of 64 weights are fastest for one
     // activation row (fewer instructions per weight), 32 for tiles of 2..8 rows (fewer
-    // registers and L1 wavefronts per activation row). Float activations are loaded
-    // one element at a time, so the lane stride (the chunk) sets how many cache lines
-    // each load instruction touches: the smallest chunk is best.
+    // registers and L1 wavefronts per activation row). Float activations loaded one
+    // element at a time (no `float_magic`) make the lane stride set how many cache
+    // lines each load instruction touches: the smallest chunk is best; with 16-byte
+    // activation vectors (`float_magic`) 32 weights measured best (f16, M = 1, 4 rows
+    // per warp: 64.0-64.2 µs against 71.7-75.2 with 16 and 67.1-75.2 with 64).
     let prefer = match (p.int, tiles == [1]) {
+        // (8-row tiles keep 16: 32 spills on gfx90a.)
+        (false, _) if o.float_magic && tiles.last().is_some_and(|&t| t <= 4) => 32,
         (false, _) => 16,
         (true, true) => 64,
         (true, false) => 32,
@@ -349,7 +362,7 @@ pub fn lower(p: &Plan, m_max: u64, o: &GpuOptions) -> Func {
             (true, 0..=1) => 3,
             (true, 2..=4) => 2,
             (true, _) => 1,
-            (false, 0..=4) => 8,
+            (false, 0..=4) if !o.float_magic => 8,
             (false, _) => 4,
         })
         .clamp(1, 8) as usize;
@@ -371,7 +384,13 @@ pub fn lower(p: &Plan, m_max: u64, o: &GpuOptions) -> Func {
                     c.bytes,
                     o.unroll.max(1),
                     c.sub,
-                    if p.int { "dp4a on byte-lane codes" } else { "f32 fma" }
+                    if p.int {
+                        "dp4a on byte-lane codes"
+                    } else if o.float_magic {
+                        "f32 fma on exponent-magic codes"
+                    } else {
+                        "f32 fma"
+                    }
                 ),
                 None => "no vector path (scalar unpack only)".into(),
             }
@@ -388,6 +407,7 @@ pub fn lower(p: &Plan, m_max: u64, o: &GpuOptions) -> Func {
             o.stage_weights,
             o.spread,
             o.prefetch,
+            o.float_magic,
         );
         if generic {
             body.push(Stmt::If {
@@ -793,6 +813,7 @@ fn vector_path(
     stage: bool,
     spread: bool,
     prefetch: bool,
+    magic: bool,
 ) -> Vec<Stmt> {
     let l = p.layout;
     // The spread decode, when the layout and the chunk's group steps allow it.
@@ -821,8 +842,9 @@ fn vector_path(
             w
         })
         .collect();
-    let kstride = if p.int {
-        bin(BinOp::And, dim(dk), i64c(-16))
+    let act_bytes = p.bufs[p.act].elem.bytes() as i64;
+    let kstride = if p.int || magic {
+        bin(BinOp::And, dim(dk), i64c(-16 / act_bytes))
     } else {
         dim(dk)
     };
@@ -949,6 +971,30 @@ fn vector_path(
                             dst: d,
                             buf: p.act,
                             offset: add(var(xai), i64c(xoff(u) + 16 * v as i64)),
+                        });
+                        vs.push(d);
+                    }
+                    per_row.push(vs);
+                }
+                acts.push(per_row);
+            }
+        } else if magic {
+            // Float activations as 16-byte vectors: `acts[u][i][v]`, converted per
+            // element where the step uses them.
+            for (u, xau) in xa.iter().enumerate().take(count) {
+                let mut per_row = Vec::new();
+                for (i, &xai) in xau.iter().enumerate() {
+                    let mut vs = Vec::new();
+                    for v in 0..c.weights * act_bytes as usize / 16 {
+                        let d = [0, 1, 2, 3]
+                            .map(|x| f.var(format!("xv{u}_{i}_{}", 4 * v + x), Ty::I32));
+                        b.push(Stmt::LoadVec4 {
+                            dst: d,
+                            buf: p.act,
+                            offset: add(
+                                mul(var(xai), i64c(act_bytes)),
+                                i64c((xoff(u) * act_bytes) + 16 * v as i64),
+                            ),
                         });
                         vs.push(d);
                     }
@@ -1152,6 +1198,66 @@ fn vector_path(
                             }
                         }
                     }
+                } else if magic {
+                    // Activations of the step, loaded once for every weight row.
+                    let xs: Vec<Vec<Var>> = (0..tm)
+                        .map(|i| {
+                            (j0..j0 + c.sub)
+                                .map(|j| {
+                                    let v = f.var(format!("xf{u}_{i}_{j}"), Ty::F32);
+                                    let byte = j * act_bytes as usize;
+                                    let word = var(acts[u][i][byte / 16][byte % 16 / 4]);
+                                    let half = !byte.is_multiple_of(4);
+                                    let e = match p.bufs[p.act].elem {
+                                        Elem::F16 if half => Expr::F16ToF32(Box::new(bin(
+                                            BinOp::Shr,
+                                            word,
+                                            i32c(16),
+                                        ))),
+                                        Elem::F16 => Expr::F16ToF32(Box::new(word)),
+                                        Elem::BF16 if half => Expr::FromBits(Box::new(bin(
+                                            BinOp::And,
+                                            word,
+                                            i32c(0xffff_0000u32 as i32 as i64),
+                                        ))),
+                                        Elem::BF16 => Expr::FromBits(Box::new(bin(
+                                            BinOp::Shl,
+                                            word,
+                                            i32c(16),
+                                        ))),
+                                        _ => Expr::FromBits(Box::new(word)),
+                                    };
+                                    b.push(Stmt::Let(v, e));
+                                    v
+                                })
+                                .collect()
+                        })
+                        .collect();
+                    for r in 0..rpw {
+                        // One window per unit (or field): see `float_decode`.
+                        let mut windows: Vec<((usize, usize), Var)> = Vec::new();
+                        for j in j0..j0 + c.sub {
+                            let m = magic_field(&l, j);
+                            let key = (m.from, m.dest);
+                            let wv = match windows.iter().find(|(k, _)| *k == key) {
+                                Some(&(_, v)) => v,
+                                None => {
+                                    let v = f.var(format!("win{u}_{r}_{j}"), Ty::I32);
+                                    b.push(Stmt::Let(v, window(&words[r][u], &m)));
+                                    windows.push((key, v));
+                                    v
+                                }
+                            };
+                            let cv = f.var(format!("cf{u}_{r}_{j}"), Ty::F32);
+                            b.push(Stmt::Let(cv, magic_code(var(wv), &m)));
+                            for i in 0..tm {
+                                b.push(Stmt::Set(
+                                    parts[r][i],
+                                    add(var(parts[r][i]), mul(var(xs[i][j - j0]), var(cv))),
+                                ));
+                            }
+                        }
+                    }
                 } else {
                     let mut j = j0;
                     while j < j0 + c.sub {
@@ -1335,6 +1441,7 @@ fn gemv_body(
     stage: bool,
     spread: bool,
     prefetch: bool,
+    magic: bool,
 ) -> Vec<Stmt> {
     let (dm, dn, dk) = (p.m, p.n, p.k);
     let l = p.layout;
@@ -1377,6 +1484,13 @@ fn gemv_body(
             aligned(row_bytes(&l, dk)),
             aligned(mul(dim(dk), i64c(act_bytes))),
         )
+    } else if magic {
+        // The magic decode loads activations as 16-byte vectors too.
+        bin(
+            BinOp::And,
+            aligned(row_bytes(&l, dk)),
+            aligned(mul(dim(dk), i64c(act_bytes))),
+        )
     } else {
         aligned(row_bytes(&l, dk))
     };
@@ -1401,6 +1515,8 @@ fn gemv_body(
         // in flight per lane shrink so that rows x chunks stays at about 2 x `unroll`.
         let unroll = if t > 2 {
             (2 * unroll / t as usize).max(1)
+        } else if !p.int && magic {
+            (unroll / (2 * t as usize)).max(1)
         } else if p.int && rpw > 2 {
             (2 * unroll / (t as usize * rpw)).max(1)
         } else {
@@ -1424,6 +1540,7 @@ fn gemv_body(
             stage,
             spread,
             prefetch,
+            magic,
         ));
         row.push(Stmt::If { cond, then: v });
         prev = t;
@@ -1451,6 +1568,7 @@ fn gemv_tile(
     stage: bool,
     spread: bool,
     prefetch: bool,
+    magic: bool,
 ) -> Vec<Stmt> {
     let (dm, dn, dk) = (p.m, p.n, p.k);
     let l = p.layout;
@@ -1513,6 +1631,7 @@ fn gemv_tile(
             stage,
             spread,
             prefetch,
+            magic,
         );
         out.push(Stmt::If {
             cond: cmp(CmpOp::Ne, var(vec_ok), i32c(0)),

@@ -7,10 +7,13 @@
 //!   streams included, across byte boundaries);
 //! - [`scales`]: scale hoisting: integer products are summed within a group, each group
 //!   scale is applied once per group, row/column scales once per output;
+//! - [`float_decode`]: codes as exact `f32` by exponent magic (no int-to-float
+//!   conversions) for the GPU float-activation path;
 //! - [`cpu`]: the CPU schedule (parallel weight rows, `tile_m` activation rows per
 //!   decoded chunk); GPU schedules live next to their backends' needs in `gpu_*`.
 
 pub mod cpu;
+pub mod float_decode;
 pub mod gpu;
 pub mod plan;
 pub mod scales;

@@ -755,6 +755,29 @@ impl Tx<'_> {
                 self.w.ins(format!("prmt.b32 {d}, {ra}, {rb}, {sel:#06x}"));
                 Ok(Val::reg(d, Ty::I32))
             }
+            Expr::F16ToF32(a) => {
+                // The high half of a word (`x >> 16`) is read from the word itself.
+                let (src, half) = match &**a {
+                    Expr::Bin(BinOp::Shr | BinOp::Sar, x, s) if matches!(**s, Expr::Int(16, _)) => {
+                        (&**x, 1)
+                    }
+                    x => (x, 0),
+                };
+                let v = self.expr(src)?;
+                let r = self.in_reg(v);
+                let h = [self.w.reg(Class::B16), self.w.reg(Class::B16)];
+                self.w.ins(format!("mov.b32 {{{}, {}}}, {r}", h[0], h[1]));
+                let d = self.w.reg(Class::F32);
+                self.w.ins(format!("cvt.f32.f16 {d}, {}", h[half]));
+                Ok(Val::reg(d, Ty::F32))
+            }
+            Expr::FromBits(a) => {
+                let va = self.expr(a)?;
+                let ra = self.in_reg(va);
+                let d = self.w.reg(Class::F32);
+                self.w.ins(format!("mov.b32 {d}, {ra}"));
+                Ok(Val::reg(d, Ty::F32))
+            }
             Expr::DotPacked { .. } => {
                 self.unsupported("block-wide packed dot products (a CPU lowering option)")
             }
