@@ -1199,46 +1199,52 @@ fn vector_path(
                         }
                     }
                 } else if magic {
-                    // Weight by weight: the activation converted once for every weight
-                    // row, then each row's code (one window per unit or field, see
-                    // `float_decode`). Few values live at once: registers are what
-                    // limit the occupancy here.
-                    let mut windows: Vec<Vec<((usize, usize), Var)>> = vec![Vec::new(); rpw];
-                    for j in j0..j0 + c.sub {
-                        let m = magic_field(&l, j);
-                        let xs: Vec<Var> = (0..tm)
-                            .map(|i| {
-                                let v = f.var(format!("xf{u}_{i}_{j}"), Ty::F32);
-                                let byte = j * act_bytes as usize;
-                                let word = var(acts[u][i][byte / 16][byte % 16 / 4]);
-                                let half = !byte.is_multiple_of(4);
-                                let e = match p.bufs[p.act].elem {
-                                    Elem::F16 if half => {
-                                        Expr::F16ToF32(Box::new(bin(BinOp::Shr, word, i32c(16))))
-                                    }
-                                    Elem::F16 => Expr::F16ToF32(Box::new(word)),
-                                    Elem::BF16 if half => Expr::FromBits(Box::new(bin(
-                                        BinOp::And,
-                                        word,
-                                        i32c(0xffff_0000u32 as i32 as i64),
-                                    ))),
-                                    Elem::BF16 => {
-                                        Expr::FromBits(Box::new(bin(BinOp::Shl, word, i32c(16))))
-                                    }
-                                    _ => Expr::FromBits(Box::new(word)),
-                                };
-                                b.push(Stmt::Let(v, e));
-                                v
-                            })
-                            .collect();
-                        for (r, wins) in windows.iter_mut().enumerate() {
+                    // Activations of the step, loaded once for every weight row.
+                    let xs: Vec<Vec<Var>> = (0..tm)
+                        .map(|i| {
+                            (j0..j0 + c.sub)
+                                .map(|j| {
+                                    let v = f.var(format!("xf{u}_{i}_{j}"), Ty::F32);
+                                    let byte = j * act_bytes as usize;
+                                    let word = var(acts[u][i][byte / 16][byte % 16 / 4]);
+                                    let half = !byte.is_multiple_of(4);
+                                    let e = match p.bufs[p.act].elem {
+                                        Elem::F16 if half => Expr::F16ToF32(Box::new(bin(
+                                            BinOp::Shr,
+                                            word,
+                                            i32c(16),
+                                        ))),
+                                        Elem::F16 => Expr::F16ToF32(Box::new(word)),
+                                        Elem::BF16 if half => Expr::FromBits(Box::new(bin(
+                                            BinOp::And,
+                                            word,
+                                            i32c(0xffff_0000u32 as i32 as i64),
+                                        ))),
+                                        Elem::BF16 => Expr::FromBits(Box::new(bin(
+                                            BinOp::Shl,
+                                            word,
+                                            i32c(16),
+                                        ))),
+                                        _ => Expr::FromBits(Box::new(word)),
+                                    };
+                                    b.push(Stmt::Let(v, e));
+                                    v
+                                })
+                                .collect()
+                        })
+                        .collect();
+                    for r in 0..rpw {
+                        // One window per unit (or field): see `float_decode`.
+                        let mut windows: Vec<((usize, usize), Var)> = Vec::new();
+                        for j in j0..j0 + c.sub {
+                            let m = magic_field(&l, j);
                             let key = (m.from, m.dest);
-                            let wv = match wins.iter().find(|(k, _)| *k == key) {
+                            let wv = match windows.iter().find(|(k, _)| *k == key) {
                                 Some(&(_, v)) => v,
                                 None => {
                                     let v = f.var(format!("win{u}_{r}_{j}"), Ty::I32);
                                     b.push(Stmt::Let(v, window(&words[r][u], &m)));
-                                    wins.push((key, v));
+                                    windows.push((key, v));
                                     v
                                 }
                             };
@@ -1247,7 +1253,7 @@ fn vector_path(
                             for i in 0..tm {
                                 b.push(Stmt::Set(
                                     parts[r][i],
-                                    add(var(parts[r][i]), mul(var(xs[i]), var(cv))),
+                                    add(var(parts[r][i]), mul(var(xs[i][j - j0]), var(cv))),
                                 ));
                             }
                         }
