@@ -402,6 +402,76 @@ fn llvm_ir_is_vectorized_where_natural() {
     assert!(ir.contains("@llvm.vector.reduce.fadd.v16f32"), "{ir}");
 }
 
+/// The GPU float decode's bit operations (`FromBits`, `F16ToF32` of a word's low and
+/// high half) through LLVM agree bit for bit with the interpreter, NaNs included.
+#[test]
+fn cpu_bit_reinterpretations_match_the_interpreter() {
+    let a: Vec<i32> = (0..4099i64)
+        .map(|i| (i.wrapping_mul(0x9e37_79b9) ^ (i << 7)) as i32)
+        .chain([0x7fc0_0001, 0x7c01_fc00, 0x3c00_bc00, 0x0001_8001, -1, 0])
+        .collect();
+    for (what, op) in [("from_bits", 0), ("f16_low", 1), ("f16_high", 2)] {
+        let mut f = Func::new(
+            what,
+            vec![
+                Buf {
+                    name: "a".into(),
+                    elem: Elem::I32,
+                    output: false,
+                },
+                Buf {
+                    name: "y".into(),
+                    elem: Elem::F32,
+                    output: true,
+                },
+            ],
+            vec!["N".into()],
+            Launch::Cpu,
+        );
+        let i = f.var("i", Ty::I64);
+        let x = load(0, var(i));
+        let value = match op {
+            0 => loop_ir::Expr::FromBits(Box::new(x)),
+            1 => loop_ir::Expr::F16ToF32(Box::new(x)),
+            _ => loop_ir::Expr::F16ToF32(Box::new(bin(loop_ir::BinOp::Shr, x, i32c(16)))),
+        };
+        f.body.push(Stmt::For {
+            var: i,
+            start: i64c(0),
+            end: dim(0),
+            step: 1,
+            kind: LoopKind::Serial,
+            body: vec![Stmt::Store {
+                buf: 1,
+                index: var(i),
+                value,
+            }],
+        });
+        let jit = llvm::compile_cpu(&f, &JitOptions::default()).expect("compiles");
+        let mut bufs = vec![i32_bytes(&a), vec![0u8; 4 * a.len()]];
+        let ptrs: Vec<*mut u8> = bufs.iter_mut().map(|b| b.as_mut_ptr()).collect();
+        let lens: Vec<i64> = bufs.iter().map(|b| b.len() as i64).collect();
+        let dims = [a.len() as i64];
+        // SAFETY: one buffer of N i32s in, one of N f32s out, as the function uses them.
+        unsafe { jit.call(&ptrs, &lens, &dims, 0, i64::MAX) }.expect("runs");
+        let mut want = vec![i32_bytes(&a), vec![0u8; 4 * a.len()]];
+        eval::run(&f, &mut want, &dims).expect("interpreter");
+        for (j, (g, w)) in bufs[1].chunks(4).zip(want[1].chunks(4)).enumerate() {
+            let g = f32::from_le_bytes(g.try_into().unwrap());
+            let w = f32::from_le_bytes(w.try_into().unwrap());
+            assert!(
+                g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                "{what} of {:#x}: {g:e} vs {w:e}",
+                a[j]
+            );
+        }
+        assert!(
+            bufs[1].chunks(4).any(|c| c != [0, 0, 0, 0]),
+            "{what}: all-zero output"
+        );
+    }
+}
+
 // ---------------------------------------------------------------- GPU targets
 
 /// GPU-lowered kernels: the generated matrix with M unbounded (its functions hold
