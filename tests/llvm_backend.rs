@@ -448,7 +448,7 @@ fn cpu_bit_reinterpretations_match_the_interpreter() {
             }],
         });
         let jit = llvm::compile_cpu(&f, &JitOptions::default()).expect("compiles");
-        let mut bufs = vec![i32_bytes(&a), vec![0u8; 4 * a.len()]];
+        let mut bufs = [i32_bytes(&a), vec![0u8; 4 * a.len()]];
         let ptrs: Vec<*mut u8> = bufs.iter_mut().map(|b| b.as_mut_ptr()).collect();
         let lens: Vec<i64> = bufs.iter().map(|b| b.len() as i64).collect();
         let dims = [a.len() as i64];
