@@ -546,16 +546,7 @@ fn assert_same(f: &Func, bufs: &[Vec<u8>], dims: &[i64], what: &str) -> Vec<u8> 
         let got = jit(f, bufs, dims, &o).unwrap_or_else(|e| panic!("{what} {o:?}: {e}\n{f}"));
         let got = got.last().unwrap();
         if f.bufs.last().unwrap().elem == Elem::F32 {
-            for (i, (g, w)) in got.chunks(4).zip(want.chunks(4)).enumerate() {
-                let g = f32::from_le_bytes(g.try_into().unwrap());
-                let w = f32::from_le_bytes(w.try_into().unwrap());
-                assert!(
-                    g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
-                    "{what} {o:?}: element {i}: {g:e} ({:#x}) vs {w:e} ({:#x})",
-                    g.to_bits(),
-                    w.to_bits()
-                );
-            }
+            gpu_common::assert_f32_bits_match(got, &want, &format!("{what} {o:?}"));
         } else {
             assert_eq!(got, &want, "{what} {o:?}");
         }

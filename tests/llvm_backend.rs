@@ -456,15 +456,7 @@ fn cpu_bit_reinterpretations_match_the_interpreter() {
         unsafe { jit.call(&ptrs, &lens, &dims, 0, i64::MAX) }.expect("runs");
         let mut want = vec![i32_bytes(&a), vec![0u8; 4 * a.len()]];
         eval::run(&f, &mut want, &dims).expect("interpreter");
-        for (j, (g, w)) in bufs[1].chunks(4).zip(want[1].chunks(4)).enumerate() {
-            let g = f32::from_le_bytes(g.try_into().unwrap());
-            let w = f32::from_le_bytes(w.try_into().unwrap());
-            assert!(
-                g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
-                "{what} of {:#x}: {g:e} vs {w:e}",
-                a[j]
-            );
-        }
+        assert_f32_bits_match(&bufs[1], &want[1], what);
         assert!(
             bufs[1].chunks(4).any(|c| c != [0, 0, 0, 0]),
             "{what}: all-zero output"

@@ -10,6 +10,22 @@ use qkc_dsl::host::HostBuf;
 use qkc_dsl::interp;
 use qkc_dsl::ir::{Dims, Kernel, Scalar};
 
+/// Asserts that two little-endian f32 buffers hold the same bits, any NaN matching any
+/// NaN (backends may differ in NaN payloads).
+pub fn assert_f32_bits_match(got: &[u8], want: &[u8], ctx: &str) {
+    assert_eq!(got.len(), want.len(), "{ctx}: output length");
+    for (i, (g, w)) in got.chunks(4).zip(want.chunks(4)).enumerate() {
+        let g = f32::from_le_bytes(g.try_into().unwrap());
+        let w = f32::from_le_bytes(w.try_into().unwrap());
+        assert!(
+            g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+            "{ctx}: element {i}: {g:e} ({:#x}) vs {w:e} ({:#x})",
+            g.to_bits(),
+            w.to_bits()
+        );
+    }
+}
+
 /// Built-in layouts.
 pub const LAYOUTS: [&str; 7] = ["s2", "s3", "s4", "u4", "s8", "q3p5", "q3p5b"];
 /// Activation types.

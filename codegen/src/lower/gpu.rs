@@ -1478,14 +1478,8 @@ fn gemv_body(
     let aligned = |e: Expr| cmp(CmpOp::Eq, bin(BinOp::Rem, e, i64c(16)), i64c(0));
     let cond = if chunk.is_none() {
         i32c(0)
-    } else if p.int {
-        bin(
-            BinOp::And,
-            aligned(row_bytes(&l, dk)),
-            aligned(mul(dim(dk), i64c(act_bytes))),
-        )
-    } else if magic {
-        // The magic decode loads activations as 16-byte vectors too.
+    } else if p.int || magic {
+        // Activations are loaded as 16-byte vectors too.
         bin(
             BinOp::And,
             aligned(row_bytes(&l, dk)),
