@@ -9,6 +9,7 @@
 //!     [--copies 8] [--iters 200] [--peak 4.24] [--no-check] [--dump-ptx DIR]
 //!     [--backend qkc,llvm] [--block 128,256] [--unroll 2,4,8] [--chunk auto,32] [--min-blocks 0,12]
 //!     [--masked-tail 1,0] [--rows 0,1,2,4] [--stage 0,1] [--spread 1,0] [--prefetch 1,0] [--magic 1,0]
+//!     [--mma 1,0] [--mma-chunks 1,2,4]
 //!     [--peers peers.csv] [--csv out.csv] [--svg out.svg]
 //!     (a sweep over lowerings; --min-blocks sets `.minnctapersm`, 0 = none;
 //!     --masked-tail 0 runs the remaining chunks one per lane instead of one masked
@@ -48,6 +49,8 @@ struct Args {
     stage: Vec<u32>,
     spread: Vec<u32>,
     magic: Vec<u32>,
+    mma: Vec<u32>,
+    mma_chunks: Vec<u32>,
     prefetch: Vec<u32>,
     csv: Option<String>,
     svg: Option<String>,
@@ -74,6 +77,8 @@ fn parse() -> Result<Args, String> {
         stage: vec![0],
         spread: vec![1],
         magic: vec![1],
+        mma: vec![1],
+        mma_chunks: vec![0],
         prefetch: vec![1],
         csv: None,
         svg: None,
@@ -119,6 +124,8 @@ fn parse() -> Result<Args, String> {
             "--stage" => a.stage = list(&val()?)?,
             "--spread" => a.spread = list(&val()?)?,
             "--magic" => a.magic = list(&val()?)?,
+            "--mma" => a.mma = list(&val()?)?,
+            "--mma-chunks" => a.mma_chunks = list(&val()?)?,
             "--prefetch" => a.prefetch = list(&val()?)?,
             "--csv" => a.csv = Some(val()?),
             "--svg" => a.svg = Some(val()?),
@@ -254,12 +261,22 @@ fn real_main() -> Result<(), String> {
                         .flat_map(move |s| prefetches.iter().map(move |pf| (c, m, s, pf)))
                 })
             }) {
-                let magics = &a.magic;
-                for (&mb, &source, &magic) in a.min_blocks.iter().flat_map(|mb| {
-                    a.sources
-                        .iter()
-                        .flat_map(move |s| magics.iter().map(move |g| (mb, s, g)))
-                }) {
+                let mut decodes: Vec<(u32, u32, u32)> = Vec::new();
+                for &g in &a.magic {
+                    for &t in &a.mma {
+                        for &c in &a.mma_chunks {
+                            decodes.push((g, t, c));
+                        }
+                    }
+                }
+                let decodes = &decodes;
+                for (&mb, &source, &(magic, mma, mma_chunks)) in
+                    a.min_blocks.iter().flat_map(|mb| {
+                        a.sources
+                            .iter()
+                            .flat_map(move |s| decodes.iter().map(move |g| (mb, s, g)))
+                    })
+                {
                     let o = GpuOptions {
                         block,
                         unroll,
@@ -270,6 +287,12 @@ fn real_main() -> Result<(), String> {
                         spread: spread != 0,
                         prefetch: prefetch != 0,
                         float_magic: magic != 0,
+                        mma: mma != 0,
+                        mma_chunks: if mma_chunks == 0 {
+                            base.mma_chunks
+                        } else {
+                            mma_chunks
+                        },
                         ..base.clone()
                     };
                     let opts = CudaOptions {
@@ -320,6 +343,11 @@ fn real_main() -> Result<(), String> {
                         format!("{mb_s}, no magic")
                     } else {
                         mb_s
+                    };
+                    let mb_s = match (mma, mma_chunks) {
+                        (0, _) => format!("{mb_s}, no mma"),
+                        (_, 0) => mb_s,
+                        (_, c) => format!("{mb_s}, mma chunks {c}"),
                     };
                     variants.push(Variant {
                         label: format!(

@@ -14,6 +14,7 @@ mod gpu_common;
 use std::sync::Arc;
 
 use gpu_common::*;
+use qkc::codegen::lower::GpuOptions;
 use qkc::runtime::cuda::{CudaDevice, CudaKernel, CudaOptions, PtxSource};
 use qkc_dsl::host::random_inputs;
 use qkc_dsl::ir::Kernel;
@@ -71,8 +72,33 @@ fn shapes() -> Vec<(u64, u64, u64)> {
 }
 
 fn check_kernel(dev: &Arc<CudaDevice>, k: &Kernel, seed: u64, source: PtxSource) -> Vec<String> {
+    let mut fails = check_with(dev, k, seed, source, None);
+    // The tensor-core GEMV (off by default) on every kernel it applies to.
+    let p = qkc::codegen::lower::Plan::new(k);
+    if source == PtxSource::Qkc && qkc::codegen::lower::mma::MmaPlan::new(&p).is_some() {
+        let o = GpuOptions {
+            mma: true,
+            ..GpuOptions::for_kernel(k)
+        };
+        fails.extend(
+            check_with(dev, k, seed ^ 0x55, source, Some(o))
+                .into_iter()
+                .map(|e| format!("[mma] {e}")),
+        );
+    }
+    fails
+}
+
+fn check_with(
+    dev: &Arc<CudaDevice>,
+    k: &Kernel,
+    seed: u64,
+    source: PtxSource,
+    gpu: Option<GpuOptions>,
+) -> Vec<String> {
     let opts = CudaOptions {
         source,
+        gpu,
         ..CudaOptions::default()
     };
     let ck = match CudaKernel::new(dev, k, &opts) {

@@ -148,8 +148,8 @@ fn every_kernel_assembles_with_ptxas() {
         .iter()
         .flat_map(|k| {
             // Every M tile in one function, the runtime's M = 1 and M = 4 buckets
-            // (two weight rows per warp), and the M = 1 bucket with the weights
-            // staged through shared memory.
+            // (two weight rows per warp), the M = 1 bucket with the weights staged
+            // through shared memory, and the tensor-core path.
             let bucket = |m: u64| GpuOptions {
                 m_tiles: vec![m as u32],
                 max_m: Some(m),
@@ -159,21 +159,33 @@ fn every_kernel_assembles_with_ptxas() {
                 stage_weights: true,
                 ..bucket(1)
             };
-            [
+            let mut variants = vec![
                 ("", GpuOptions::for_kernel(k)),
                 ("_m1", bucket(1)),
                 ("_m4", bucket(4)),
                 ("_m1_staged", staged),
-            ]
-            .into_iter()
-            .flat_map(|(tag, o)| {
-                let f = lower_gpu(k, &o);
-                [Arch::Sm80, Arch::Sm90].map(|a| {
-                    let text = ptx::emit(&f, a).unwrap_or_else(|e| panic!("{}: {e}", k.name));
-                    (format!("{}{tag}", k.name), text, a)
+            ];
+            // The tensor-core GEMV (mma.sync, off by default) where it applies.
+            if qkc::codegen::lower::mma::MmaPlan::new(&qkc::codegen::lower::Plan::new(k)).is_some()
+            {
+                variants.push((
+                    "_m8_mma",
+                    GpuOptions {
+                        mma: true,
+                        ..bucket(8)
+                    },
+                ));
+            }
+            variants
+                .into_iter()
+                .flat_map(|(tag, o)| {
+                    let f = lower_gpu(k, &o);
+                    [Arch::Sm80, Arch::Sm90].map(|a| {
+                        let text = ptx::emit(&f, a).unwrap_or_else(|e| panic!("{}: {e}", k.name));
+                        (format!("{}{tag}", k.name), text, a)
+                    })
                 })
-            })
-            .collect::<Vec<_>>()
+                .collect::<Vec<_>>()
         })
         .collect();
     let threads = std::thread::available_parallelism()

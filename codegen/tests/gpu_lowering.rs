@@ -51,13 +51,40 @@ fn shapes() -> Vec<(u64, u64, u64)> {
     ] {
         s.push((m, 5, k));
     }
+    // The tensor-core path (f16, K % 128 == 0): partial 16-row tiles, M = 1..8,
+    // one chunk, chunk counts that leave a remainder after the loads in flight.
+    for (m, n, k) in [(1, 17, 128), (3, 37, 384), (8, 33, 640), (5, 48, 256)] {
+        s.push((m, n, k));
+    }
     s
 }
 
 fn options(k: &Kernel) -> Vec<(&'static str, GpuOptions)> {
     let d = GpuOptions::for_kernel(k);
+    // The tensor-core path (f16, K % 128 == 0; off by default) in the `mma*` variants.
+    let full = GpuOptions {
+        mma: true,
+        ..d.clone()
+    };
     vec![
         ("default", d.clone()),
+        ("mma", full.clone()),
+        (
+            "mma_chunks1_block64",
+            GpuOptions {
+                mma_chunks: 1,
+                block: 64,
+                ..full.clone()
+            },
+        ),
+        (
+            "mma_chunks3_m1_bucket",
+            GpuOptions {
+                mma_chunks: 3,
+                max_m: Some(1),
+                ..full.clone()
+            },
+        ),
         (
             "scalar",
             GpuOptions {
@@ -254,4 +281,36 @@ fn vector_path_is_planned() {
             k.name
         );
     }
+}
+
+/// The tensor-core path with every kind of scale: per weight row and group, per
+/// activation row and group, per weight row and per activation row (loads of rows
+/// past N or M clamped, stores guarded).
+#[test]
+fn mma_path_applies_every_scale_kind() {
+    let src = "kernel k(x: f16[M, K], xg: f16[M, K / 256], xr: f32[M], w: q3p5[N, K], \
+               wg: f16[N, K / 256], wr: f32[N]) -> y: f32[M, N] {\n    where M <= 8;\n    \
+               y[m, n] = sum(k) x[m, k] * xg[m, k / 256] * xr[m] * w[n, k] * wg[n, k / 256] * wr[n];\n}\n";
+    let prog = qkc_dsl::compile("scales.qk", src).expect("compiles");
+    let k = &prog.kernels[0];
+    let o = GpuOptions {
+        mma: true,
+        ..GpuOptions::for_kernel(k)
+    };
+    let f = lower_gpu(k, &o);
+    assert!(
+        f.notes.iter().any(|n| n.contains("schedule gpu mma")),
+        "no mma path: {:?}",
+        f.notes
+    );
+    let mut fails = Vec::new();
+    for (i, &(m, n, kk)) in [(1, 17, 256), (3, 37, 768), (8, 33, 512), (6, 16, 1280)]
+        .iter()
+        .enumerate()
+    {
+        if let Err(e) = run_case(k, &f, m, n, kk, 40 + i as u64) {
+            fails.push(e);
+        }
+    }
+    assert!(fails.is_empty(), "{}", fails.join("\n"));
 }

@@ -246,8 +246,9 @@ impl CudaKernel {
             .clone()
             .unwrap_or_else(|| GpuOptions::for_kernel(kernel));
         if opts.source != PtxSource::Qkc {
-            // Shared-memory staging is a PTX-backend lowering only.
+            // Shared-memory staging and the tensor-core path are PTX-backend lowerings.
             base.stage_weights = false;
+            base.mma = false;
         }
         let arch = opts.arch.unwrap_or(dev.arch);
         let m_max = kernel.dims[kernel.m].max;

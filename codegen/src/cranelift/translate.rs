@@ -121,6 +121,7 @@ fn check_refs(f: &Func) -> Result<(), CraneliftError> {
                 expr(f, acc)
             }
             Expr::LoadShared(_) => Err(CraneliftError::GpuOnly { op: "load_shared" }),
+            Expr::HFma2 { .. } => Err(CraneliftError::GpuOnly { op: "hfma2" }),
             Expr::DotPacked {
                 act,
                 act_index,
@@ -187,7 +188,8 @@ fn check_refs(f: &Func) -> Result<(), CraneliftError> {
                 Stmt::LoadVec4 { .. }
                 | Stmt::WarpSum(_)
                 | Stmt::StoreShared4 { .. }
-                | Stmt::WarpSync => {
+                | Stmt::WarpSync
+                | Stmt::Mma { .. } => {
                     return Err(CraneliftError::GpuOnly {
                         op: s.gpu_only().unwrap_or("gpu statement"),
                     })
@@ -584,6 +586,7 @@ impl Tr<'_, '_> {
                 }
             }
             Expr::LoadShared(_) => return Err(CraneliftError::GpuOnly { op: "load_shared" }),
+            Expr::HFma2 { .. } => return Err(CraneliftError::GpuOnly { op: "hfma2" }),
             Expr::F16ToF32(a) => {
                 let x = self.expr(a)?;
                 let h = self.b.ins().band_imm_s(x, 0xffff);
@@ -1023,7 +1026,8 @@ impl Tr<'_, '_> {
             Stmt::LoadVec4 { .. }
             | Stmt::WarpSum(_)
             | Stmt::StoreShared4 { .. }
-            | Stmt::WarpSync => {
+            | Stmt::WarpSync
+            | Stmt::Mma { .. } => {
                 return Err(CraneliftError::GpuOnly {
                     op: s.gpu_only().unwrap_or("gpu statement"),
                 })

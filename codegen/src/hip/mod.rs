@@ -370,7 +370,14 @@ pub fn emit_module(
 /// Lowers `k` with the schedule of `opts` (and its defaults) into a [`KernelSpec`].
 pub fn lower_kernel(k: &Kernel, opts: &HipOptions) -> KernelSpec {
     let func = match opts.schedule {
-        Schedule::Gpu => lower_gpu(k, &GpuOptions::for_kernel(k)),
+        // No `mma.sync` on AMD: the SIMT GEMV serves every shape.
+        Schedule::Gpu => lower_gpu(
+            k,
+            &GpuOptions {
+                mma: false,
+                ..GpuOptions::for_kernel(k)
+            },
+        ),
         Schedule::Portable => lower_cpu(k, &CpuOptions::for_kernel(k)),
     };
     KernelSpec::from_kernel(k, func)

@@ -360,6 +360,13 @@ impl Scan {
                         *self.reads.entry(*v).or_default() += 1;
                     }
                 }
+                Stmt::Mma { d, a, b, c } => {
+                    for v in a.iter().chain(b).chain(c) {
+                        self.uses.entry(*v).or_default().push(path.clone());
+                        *self.reads.entry(*v).or_default() += 1;
+                    }
+                    self.assigned.extend(d);
+                }
                 Stmt::WarpSync | Stmt::Comment(_) => {}
             }
         }
@@ -673,6 +680,9 @@ impl<'a> FnWriter<'a> {
             }
             Expr::LoadShared(_) => {
                 return self.unsupported("shared-memory staging (a PTX-only GEMV option)")
+            }
+            Expr::HFma2 { .. } => {
+                return self.unsupported("packed f16 arithmetic (the PTX-only tensor-core GEMV)")
             }
             Expr::DotPacked { .. } => {
                 return self.unsupported("block-wide packed dot products (a CPU lowering option)")
@@ -1095,6 +1105,11 @@ impl<'a> FnWriter<'a> {
             Stmt::StoreShared4 { .. } | Stmt::WarpSync => {
                 return self.unsupported("shared-memory staging (a PTX-only GEMV option)")
             }
+            Stmt::Mma { .. } => {
+                return self.unsupported(
+                    "tensor-core matrix multiply-accumulate (the PTX-only tensor-core GEMV)",
+                )
+            }
             Stmt::Comment(c) => {
                 for l in c.lines() {
                     self.line(&format!("// {l}"));
@@ -1146,7 +1161,7 @@ impl<'a> FnWriter<'a> {
                 Stmt::LoadVec4 { offset, .. } | Stmt::StoreShared4 { offset, .. } => {
                     expr(offset, d)
                 }
-                Stmt::WarpSum(_) | Stmt::WarpSync | Stmt::Comment(_) => false,
+                Stmt::WarpSum(_) | Stmt::WarpSync | Stmt::Mma { .. } | Stmt::Comment(_) => false,
             })
         }
         stmts(&self.f.body, d)
@@ -1173,7 +1188,7 @@ impl<'a> FnWriter<'a> {
                 Stmt::Store { buf, index, value } => *buf == b || expr(index, b) || expr(value, b),
                 Stmt::LoadVec4 { buf, offset, .. } => *buf == b || expr(offset, b),
                 Stmt::StoreShared4 { offset, .. } => expr(offset, b),
-                Stmt::WarpSum(_) | Stmt::WarpSync | Stmt::Comment(_) => false,
+                Stmt::WarpSum(_) | Stmt::WarpSync | Stmt::Mma { .. } | Stmt::Comment(_) => false,
             })
         }
         stmts(&self.f.body, b)

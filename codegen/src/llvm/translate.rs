@@ -187,6 +187,9 @@ fn check_func(f: &Func) -> Result<(), LlvmError> {
             Expr::LoadShared(_) => Err(LlvmError::Unsupported(
                 "shared-memory staging (a PTX-backend GEMV option)".into(),
             )),
+            Expr::HFma2 { .. } => Err(LlvmError::Unsupported(
+                "packed f16 arithmetic (a PTX-backend GEMV path)".into(),
+            )),
         }
     }
     fn s(f: &Func, body: &[Stmt]) -> Result<(), LlvmError> {
@@ -263,6 +266,11 @@ fn check_func(f: &Func) -> Result<(), LlvmError> {
                 Stmt::StoreShared4 { .. } | Stmt::WarpSync => {
                     return Err(LlvmError::Unsupported(
                         "shared-memory staging (a PTX-backend GEMV option)".into(),
+                    ))
+                }
+                Stmt::Mma { .. } => {
+                    return Err(LlvmError::Unsupported(
+                        "tensor-core matrix multiply-accumulate (a PTX-backend GEMV path)".into(),
                     ))
                 }
                 Stmt::Comment(_) => {}
@@ -557,6 +565,13 @@ fn var_uses_stmt(v: Var, s: &Stmt) -> usize {
         Stmt::StoreShared4 { offset, src } => {
             src.iter().filter(|d| **d == v).count() + var_uses(v, offset)
         }
+        Stmt::Mma { d, a, b, c } => d
+            .iter()
+            .chain(a)
+            .chain(b)
+            .chain(c)
+            .filter(|x| **x == v)
+            .count(),
         Stmt::WarpSync | Stmt::Comment(_) => 0,
     }
 }
@@ -580,6 +595,7 @@ fn small_fields(f: &Func) -> HashMap<Var, (u8, bool)> {
                 }
                 Stmt::Set(v, _) | Stmt::WarpSum(v) => set.push(*v),
                 Stmt::LoadVec4 { dst, .. } => set.extend(dst),
+                Stmt::Mma { d, .. } => set.extend(d),
                 Stmt::For { var, body, .. } => {
                     set.push(*var);
                     walk(body, lets, set)
@@ -982,6 +998,11 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
             Expr::LoadShared(_) => {
                 return Err(LlvmError::Unsupported(
                     "shared-memory staging (a PTX-backend GEMV option)".into(),
+                ))
+            }
+            Expr::HFma2 { .. } => {
+                return Err(LlvmError::Unsupported(
+                    "packed f16 arithmetic (a PTX-backend GEMV path)".into(),
                 ))
             }
             Expr::Dot4 { a, b, acc } => {
@@ -1906,6 +1927,11 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
                 }
             }
             Stmt::WarpSum(v) => self.warp_sum(*v)?,
+            Stmt::Mma { .. } => {
+                return Err(LlvmError::Unsupported(
+                    "tensor-core matrix multiply-accumulate (a PTX-backend GEMV path)".into(),
+                ))
+            }
             Stmt::StoreShared4 { .. } | Stmt::WarpSync => {
                 return Err(LlvmError::Unsupported(
                     "shared-memory staging (a PTX-backend GEMV option)".into(),

@@ -23,6 +23,8 @@ pub enum EvalError {
     },
     #[error("warp_sum of %{var} executed with inactive lanes (mask {mask:#010x})")]
     DivergentWarpSum { var: String, mask: u32 },
+    #[error("mma into %{var} executed with inactive lanes (mask {mask:#010x})")]
+    DivergentMma { var: String, mask: u32 },
     #[error("unaligned 16-byte vector load of `{buf}` at byte {offset}")]
     Unaligned { buf: String, offset: i64 },
     #[error("division by zero")]
@@ -339,6 +341,14 @@ impl Machine<'_> {
                 V::I(byte_perm(x | y << 32, *sel) as i32 as i64)
             }
             Expr::FromBits(a) => V::F(f32::from_bits(self.eval(a, lane)?.i() as u32)),
+            Expr::HFma2 { a, b, c } => {
+                let (x, y, z) = (
+                    self.eval(a, lane)?.i() as u32,
+                    self.eval(b, lane)?.i() as u32,
+                    self.eval(c, lane)?.i() as u32,
+                );
+                V::I(hfma2(x, y, z) as i32 as i64)
+            }
             Expr::F16ToF32(a) => V::F(f16::from_bits(self.eval(a, lane)?.i() as u16).to_f32()),
             Expr::LoadShared(o) => {
                 let o = self.eval(o, lane)?.i();
@@ -518,6 +528,51 @@ impl Machine<'_> {
                 }
                 // Lanes run in lockstep here: every store before the barrier is done.
                 Stmt::WarpSync => {}
+                Stmt::Mma { d, a, b, c } => {
+                    if mask != FULL || self.lanes != 32 {
+                        return Err(EvalError::DivergentMma {
+                            var: self.f.var_name(d[0]).to_string(),
+                            mask,
+                        });
+                    }
+                    let reg = |v: Var, l: usize| self.vars[v.0 as usize][l].i() as u32;
+                    let half = |w: u32, hi: usize| f16::from_bits((w >> (16 * hi)) as u16).to_f64();
+                    let mut am = [[0f64; 16]; 16];
+                    let mut bm = [[0f64; 8]; 16];
+                    let mut cm = [[0f64; 8]; 16];
+                    for l in 0..32 {
+                        let (g, t) = (l / 4, l % 4);
+                        for (i, &v) in a.iter().enumerate() {
+                            let (r, k) = (g + 8 * (i % 2), 2 * t + 8 * (i / 2));
+                            for h in 0..2 {
+                                am[r][k + h] = half(reg(v, l), h);
+                            }
+                        }
+                        for (i, &v) in b.iter().enumerate() {
+                            for h in 0..2 {
+                                bm[2 * t + 8 * i + h][g] = half(reg(v, l), h);
+                            }
+                        }
+                        for (i, &v) in c.iter().enumerate() {
+                            cm[g + 8 * (i / 2)][2 * t + i % 2] =
+                                f64::from(self.vars[v.0 as usize][l].f());
+                        }
+                    }
+                    let mut out = vec![[0f32; 4]; 32];
+                    for (l, o) in out.iter_mut().enumerate() {
+                        let (g, t) = (l / 4, l % 4);
+                        for (i, x) in o.iter_mut().enumerate() {
+                            let (r, n) = (g + 8 * (i / 2), 2 * t + i % 2);
+                            let s: f64 = (0..16).map(|k| am[r][k] * bm[k][n]).sum();
+                            *x = (s + cm[r][n]) as f32;
+                        }
+                    }
+                    for (l, o) in out.iter().enumerate() {
+                        for (i, &v) in d.iter().enumerate() {
+                            self.vars[v.0 as usize][l] = V::F(o[i]);
+                        }
+                    }
+                }
                 Stmt::Comment(_) => {}
             }
         }
@@ -587,6 +642,18 @@ pub fn run(f: &Func, bufs: &mut [Vec<u8>], dims: &[i64]) -> Result<(), EvalError
             Ok(())
         }
     }
+}
+
+/// [`Expr::HFma2`] on raw words: each f16 half of the result is `a * b + c` of the
+/// halves, computed exactly in f64 and rounded once to the nearest f16 (ties to even).
+/// (f64 holds every product of two f16 values exactly; a sum is exact unless the
+/// exponents of `a * b` and `c` differ by more than about 30, far past any tie.)
+pub fn hfma2(a: u32, b: u32, c: u32) -> u32 {
+    (0..2).fold(0u32, |r, h| {
+        let x = |w: u32| f16::from_bits((w >> (16 * h)) as u16).to_f64();
+        let v = f16::from_f64(x(a).mul_add(x(b), x(c)));
+        r | u32::from(v.to_bits()) << (16 * h)
+    })
 }
 
 /// [`Expr::BytePerm`] on the eight bytes `src` (byte 0 least significant).

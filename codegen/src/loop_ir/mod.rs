@@ -236,6 +236,14 @@ pub enum Expr {
     /// The f16 whose bits are the low 16 bits of the `I32` operand, widened exactly
     /// to `F32` (the upper bits are ignored).
     F16ToF32(Box<Expr>),
+    /// Packed half-precision fused multiply-add on `I32` operands that each hold two
+    /// f16 values (low half first): each half of the result is `a * b + c` of the
+    /// corresponding halves, rounded once to the nearest f16 (PTX `fma.rn.f16x2`).
+    HFma2 {
+        a: Box<Expr>,
+        b: Box<Expr>,
+        c: Box<Expr>,
+    },
 }
 
 /// How a loop is run.
@@ -293,6 +301,22 @@ pub enum Stmt {
     /// GPU: every lane of the warp waits here, and the shared-memory writes of each
     /// are visible to all after it (`bar.warp.sync`).
     WarpSync,
+    /// GPU: the warp-wide matrix multiply-accumulate `D = A * B + C` of shape
+    /// m16n8k16 with f16 `A` (16 x 16) and `B` (16 x 8), f32 `C` and `D` (16 x 8), in
+    /// the fragment layout of PTX `mma.sync.aligned.m16n8k16.row.col`: lane `l`
+    /// (`g = l / 4`, `t = l % 4`) holds `a[0] = A[g][2t..2t+2]`,
+    /// `a[1] = A[g+8][2t..2t+2]`, `a[2] = A[g][2t+8..2t+10]`,
+    /// `a[3] = A[g+8][2t+8..2t+10]`, `b[0] = B[2t..2t+2][g]`, `b[1] = B[2t+8..2t+10][g]`
+    /// (`I32` variables, two f16 each, low half first), `c`/`d[0..2] = C[g][2t..2t+2]`
+    /// and `c`/`d[2..4] = C[g+8][2t..2t+2]` (`F32`). Products are exact; the sum is
+    /// rounded to f32 once per element (the hardware's order may differ in the last
+    /// bits). All 32 lanes must execute it.
+    Mma {
+        d: [Var; 4],
+        a: [Var; 4],
+        b: [Var; 2],
+        c: [Var; 4],
+    },
     Comment(String),
 }
 
@@ -347,6 +371,7 @@ impl Expr {
             Expr::Dot4 { a, b, acc } => vec![a, b, acc],
             Expr::BytePerm { a, b, .. } => vec![a, b],
             Expr::FromBits(a) | Expr::F16ToF32(a) => vec![a],
+            Expr::HFma2 { a, b, c } => vec![a, b, c],
         }
     }
 }
@@ -360,6 +385,7 @@ impl Stmt {
             Stmt::WarpSum(_) => Some("warp_sum"),
             Stmt::StoreShared4 { .. } => Some("store_shared4"),
             Stmt::WarpSync => Some("warp_sync"),
+            Stmt::Mma { .. } => Some("mma"),
             _ => None,
         }
     }
@@ -420,7 +446,8 @@ impl Func {
             Expr::Dot4 { .. }
             | Expr::LoadShared(_)
             | Expr::DotPacked { .. }
-            | Expr::BytePerm { .. } => Ty::I32,
+            | Expr::BytePerm { .. }
+            | Expr::HFma2 { .. } => Ty::I32,
             Expr::DotRun { acc, .. } => self.ty(acc),
             Expr::FromBits(_) | Expr::F16ToF32(_) => Ty::F32,
         }

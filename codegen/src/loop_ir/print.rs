@@ -100,6 +100,12 @@ impl Func {
             Expr::LoadShared(o) => format!("shared_i32({})", self.expr_str(o)),
             Expr::FromBits(a) => format!("f32_from_bits({})", self.expr_str(a)),
             Expr::F16ToF32(a) => format!("f16_bits_to_f32({})", self.expr_str(a)),
+            Expr::HFma2 { a, b, c } => format!(
+                "hfma2({}, {}, {})",
+                self.expr_str(a),
+                self.expr_str(b),
+                self.expr_str(c)
+            ),
             Expr::BytePerm { a, b, sel } => format!(
                 "byte_perm({}, {}, {sel:#06x})",
                 self.expr_str(a),
@@ -201,6 +207,22 @@ impl Func {
                     self.var_name(src[3])
                 )?,
                 Stmt::WarpSync => writeln!(out, "{pad}warp_sync")?,
+                Stmt::Mma { d, a, b, c } => {
+                    let names = |v: &[Var]| {
+                        v.iter()
+                            .map(|v| format!("%{}", self.var_name(*v)))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    };
+                    writeln!(
+                        out,
+                        "{pad}{} = mma_m16n8k16_f16_f32([{}], [{}], [{}])",
+                        names(d),
+                        names(a),
+                        names(b),
+                        names(c)
+                    )?
+                }
                 Stmt::Comment(c) => writeln!(out, "{pad}// {c}")?,
             }
         }

@@ -107,6 +107,16 @@ pub struct GpuOptions {
     /// unit's fields, activations loaded once per step for every weight row) instead
     /// of `bfe` and an integer-to-float conversion per weight (off: that path).
     pub float_magic: bool,
+    /// Run f16-activation GEMVs (M ≤ 8, K a multiple of 128) on the tensor cores
+    /// ([`super::mma`]: `mma.sync` m16n8k16, 16 weight rows per warp, codes decoded to
+    /// f16 pairs exactly) where the layout allows. PTX only. Off by default: on an
+    /// H200 (3.5-bit, f16, M = 1..8) it measured 2-3x slower than the SIMT GEMV at
+    /// K x N 28672 x 8192 (154-225 us against 64 at M = 1) and 1.0-1.4x slower at
+    /// 8192 x 28672 for M = 4 (110-148 against 108; 117 against 207 at M = 8): its
+    /// loads touch 8 rows per warp instruction in 4-byte pieces.
+    pub mma: bool,
+    /// Chunks of 128 weights per row loaded ahead per iteration of the mma path.
+    pub mma_chunks: u32,
 }
 
 impl GpuOptions {
@@ -128,6 +138,8 @@ impl GpuOptions {
             spread: true,
             prefetch: false,
             float_magic: true,
+            mma: false,
+            mma_chunks: 2,
         }
     }
 }
@@ -366,7 +378,12 @@ pub fn lower(p: &Plan, m_max: u64, o: &GpuOptions) -> Func {
             (false, _) => 4,
         })
         .clamp(1, 8) as usize;
-    let gemv_grid = ceil_div(dim(dn), wpb * rpw as i64);
+    let mut gemv_grid = ceil_div(dim(dn), wpb * rpw as i64);
+    let mma_plan = if gemv && o.mma {
+        super::mma::MmaPlan::new(p)
+    } else {
+        None
+    };
     let generic_grid = ceil_div(
         mul(dim(dn), ceil_div(dim(dm), o.tile_m.max(1) as i64)),
         block as i64,
@@ -395,7 +412,7 @@ pub fn lower(p: &Plan, m_max: u64, o: &GpuOptions) -> Func {
                 None => "no vector path (scalar unpack only)".into(),
             }
         ));
-        let g = gemv_body(
+        let mut g = gemv_body(
             &mut f,
             p,
             wpb,
@@ -409,6 +426,27 @@ pub fn lower(p: &Plan, m_max: u64, o: &GpuOptions) -> Func {
             o.prefetch,
             o.float_magic,
         );
+        if let Some(mp) = &mma_plan {
+            let chunks = o.mma_chunks.max(1) as usize;
+            f.notes.push(mp.describe(chunks, wpb));
+            let mm = super::mma::body(&mut f, p, mp, wpb, chunks);
+            let on = super::mma::applies(p);
+            g = vec![
+                Stmt::If {
+                    cond: on.clone(),
+                    then: mm,
+                },
+                Stmt::If {
+                    cond: cmp(CmpOp::Eq, on.clone(), i32c(0)),
+                    then: g,
+                },
+            ];
+            gemv_grid = Expr::Select(
+                Box::new(on),
+                Box::new(super::mma::grid(p, wpb)),
+                Box::new(gemv_grid),
+            );
+        }
         if generic {
             body.push(Stmt::If {
                 cond: cmp(CmpOp::Le, dim(dm), i64c(8)),

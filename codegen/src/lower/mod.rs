@@ -9,12 +9,14 @@
 //!   scale is applied once per group, row/column scales once per output;
 //! - [`float_decode`]: codes as exact `f32` by exponent magic (no int-to-float
 //!   conversions) for the GPU float-activation path;
+//! - [`mma`]: the tensor-core GEMV path (f16 activations, PTX `mma.sync`);
 //! - [`cpu`]: the CPU schedule (parallel weight rows, `tile_m` activation rows per
 //!   decoded chunk); GPU schedules live next to their backends' needs in `gpu_*`.
 
 pub mod cpu;
 pub mod float_decode;
 pub mod gpu;
+pub mod mma;
 pub mod plan;
 pub mod scales;
 pub mod spread;

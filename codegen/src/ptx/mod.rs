@@ -15,7 +15,7 @@
 
 mod writer;
 
-use crate::loop_ir::{BinOp, CmpOp, Elem, Expr, Func, Launch, Special, Stmt, Ty};
+use crate::loop_ir::{BinOp, CmpOp, Elem, Expr, Func, Launch, Special, Stmt, Ty, Var};
 use writer::{ascii, f32_imm, ident, Class, Writer};
 
 /// PTX ISA version of the emitted modules (accepted by `ptxas` 11.8 and later; 7.8 is
@@ -771,6 +771,17 @@ impl Tx<'_> {
                 self.w.ins(format!("cvt.f32.f16 {d}, {}", h[half]));
                 Ok(Val::reg(d, Ty::F32))
             }
+            Expr::HFma2 { a, b, c } => {
+                let mut r = Vec::new();
+                for x in [a, b, c] {
+                    let v = self.expr(x)?;
+                    r.push(self.in_reg(v));
+                }
+                let d = self.w.reg(Class::B32);
+                self.w
+                    .ins(format!("fma.rn.f16x2 {d}, {}, {}, {}", r[0], r[1], r[2]));
+                Ok(Val::reg(d, Ty::I32))
+            }
             Expr::FromBits(a) => {
                 let va = self.expr(a)?;
                 let ra = self.in_reg(va);
@@ -1104,6 +1115,22 @@ impl Tx<'_> {
                 ));
             }
             Stmt::WarpSync => self.w.ins("bar.warp.sync -1"),
+            Stmt::Mma { d, a, b, c } => {
+                let regs = |vs: &[Var]| {
+                    vs.iter()
+                        .map(|v| self.vars[v.0 as usize].clone())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                let line = format!(
+                    "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {{{}}}, {{{}}}, {{{}}}, {{{}}}",
+                    regs(d),
+                    regs(a),
+                    regs(b),
+                    regs(c)
+                );
+                self.w.ins(line);
+            }
             Stmt::Comment(c) => self.w.comment(c),
         }
         Ok(())

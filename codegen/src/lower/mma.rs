@@ -1,0 +1,667 @@
+//! The tensor-core GEMV path: f16 activations, M ≤ 8, PTX `mma.sync` m16n8k16.
+//!
+//! The weights are the `A` operand (16 weight rows per warp), the activations the `B`
+//! operand (its 8 columns are the 8 activation rows: M = 1..8 cost one `mma` alike),
+//! and the f32 accumulators `C` hold 16 rows x 8 activation rows. Per step the warp
+//! covers 128 weights of each of its 16 rows ("a chunk", inside one scale group):
+//!
+//! ```text
+//! lane (g = lane / 4, t = lane % 4) of warp w owns weight rows n0 = 16 w + g, n0 + 8
+//! and, in every chunk, its "piece": weights 32 t .. 32 t + 32 of the chunk
+//!   words  = the piece's 32-bit words (aligned loads; a funnel shift by the piece's
+//!            bit offset in its first word when pieces do not start on words)
+//!   window = 32 bits of the piece holding two codes 14..18 bits apart
+//!   A pair = (window & mask) ^ (0x6400 6400 | sign bits)   // f16 1024 + u * 2^p
+//!            hfma2(pair, 2^-p, -(1024 * 2^-p + bias))      // exactly the two codes
+//!   B pair = the two activations of the same weights (prmt of 16-byte loads of
+//!            activation row min(g, M - 1))
+//!   8 x mma(A pairs of rows n0 and n0 + 8, B pairs) into a zeroed C: the chunk's sums
+//!   acc += C * group scale (per weight row, per activation row)
+//! lane stores acc for rows n0, n0 + 8 and activation rows 2t, 2t + 1 (when < N, < M)
+//! ```
+//!
+//! Each lane supplies different weights to the same logical `k` slots of `A` and `B`
+//! (pairs of weights of its own piece), which the dot product does not see: slot order
+//! is free as long as `A` and `B` agree. The code decode is exact (the magic constant
+//! `1024 = 2^10` puts a field of at most 10 bits in the f16 mantissa; the fused
+//! multiply-add removes it without rounding); products and sums are f32 in the tensor
+//! core, and the group scales multiply f32 partial sums as in the other schedules.
+//!
+//! Applies when [`MmaPlan::new`] finds pairs and windows for the layout (every
+//! built-in layout has them) and at run time K is a multiple of 128 (the caller's
+//! branch); other shapes take the SIMT GEMV. HIP and the CPU backends have no `mma`:
+//! their lowerings turn this path off.
+
+use half::f16;
+use qkc_dsl::layout::FieldDesc;
+
+use super::scales::{group_scale, outer_scale};
+use super::unpack::unit_stride_bits;
+use super::Plan;
+use crate::loop_ir::build::*;
+use crate::loop_ir::{BinOp, CmpOp, Elem, Expr, Func, LoopKind, Special, Stmt, Ty, Var};
+
+/// Weights of a row per warp step (4 lanes of a quad x [`PIECE`]).
+pub const CHUNK: usize = 128;
+/// Weights of a row per lane and step.
+const PIECE: usize = 32;
+/// Weight rows per warp (the `mma` M dimension).
+pub const ROWS: usize = 16;
+
+/// Two codes decoded into one packed f16 pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Pair {
+    /// Piece weights in the low and the high half.
+    ka: usize,
+    kb: usize,
+    window: usize,
+    mask: u32,
+    xor: u32,
+    /// `hfma2` operands (two f16 each).
+    mul: u32,
+    add: u32,
+}
+
+/// How one lane's piece is decoded (compile-time constants of the layout).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MmaPlan {
+    /// Bits of one lane's piece and of a whole chunk of a row.
+    pub piece_bits: usize,
+    pub chunk_bits: usize,
+    /// 32-bit words loaded per piece.
+    pub words: usize,
+    /// Whether some lane's piece starts inside a word (then all funnel-shift).
+    shifted: bool,
+    /// Bit offsets (in the aligned piece) of the 32-bit windows.
+    windows: Vec<i64>,
+    /// Sixteen pairs, in `mma` slot order.
+    pairs: Vec<Pair>,
+}
+
+fn f16_bits(v: f64) -> u32 {
+    u32::from(f16::from_f64(v).to_bits())
+}
+
+impl MmaPlan {
+    /// The decode plan, or `None` when the kernel is not f16 x packed codes with f32
+    /// accumulation and groups of a multiple of [`CHUNK`] weights, or the layout's
+    /// codes cannot be paired (a field wider than 10 bits, pieces not on whole units).
+    pub fn new(p: &Plan) -> Option<MmaPlan> {
+        if p.int || p.bufs[p.act].elem != Elem::F16 || p.acc != Ty::F32 {
+            return None;
+        }
+        if p.group.is_some_and(|g| !(g as usize).is_multiple_of(CHUNK)) {
+            return None;
+        }
+        let l = &p.layout;
+        let per = l.per_unit();
+        if !PIECE.is_multiple_of(per) {
+            return None;
+        }
+        let stride = unit_stride_bits(l);
+        let piece_bits = PIECE / per * stride;
+        let chunk_bits = 4 * piece_bits;
+        if !chunk_bits.is_multiple_of(32) {
+            return None;
+        }
+        let words = (0..4)
+            .map(|t| (t * piece_bits % 32 + piece_bits).div_ceil(32))
+            .max()
+            .unwrap_or(1);
+        if (0..4).any(|t| t * piece_bits / 32 + words > chunk_bits / 32) {
+            return None;
+        }
+        let shifted = (0..4).any(|t| !(t * piece_bits).is_multiple_of(32));
+        let field = |j: usize| -> (i64, FieldDesc) {
+            let fd = *l.field_of(j);
+            (((j / per) * stride + fd.shift as usize) as i64, fd)
+        };
+        // (A window past the last word reads zeros above the piece.)
+        let max_s = 32 * words as i64 - 1;
+        // Window starts that put weight `a` in the low half and `b` in the high half,
+        // each field inside its half's 10 mantissa bits.
+        let range = |a: usize, b: usize| -> Option<(i64, i64)> {
+            let ((qa, fa), (qb, fb)) = (field(a), field(b));
+            let lo = (qa + fa.bits as i64 - 10)
+                .max(qb + fb.bits as i64 - 26)
+                .max(-31);
+            let hi = qa.min(qb - 16).min(max_s);
+            (lo <= hi).then_some((lo, hi))
+        };
+        // Pair each field of unit i with the same field of unit i + d, for the units
+        // i with (i / d) even: the distance d whose bit distance is nearest 16 among
+        // those that tile the piece and give every pair a window.
+        let units = PIECE / per;
+        let mut ds: Vec<usize> = (1..units).filter(|d| units.is_multiple_of(2 * d)).collect();
+        ds.sort_by_key(|&d| ((d * stride) as i64 - 16).abs());
+        let found = ds.into_iter().find_map(|d| {
+            (0..units)
+                .filter(|i| (i / d).is_multiple_of(2))
+                .flat_map(|i| (0..per).map(move |fi| (i * per + fi, (i + d) * per + fi)))
+                .map(|(a, b)| Some((a, b, range(a, b)?)))
+                .collect::<Option<Vec<_>>>()
+        })?;
+        // Fewest windows: stab the intervals in order of their right ends.
+        let mut order: Vec<usize> = (0..found.len()).collect();
+        order.sort_by_key(|&i| (found[i].2 .1, found[i].0));
+        let mut windows: Vec<i64> = Vec::new();
+        let mut win_of = vec![0; found.len()];
+        for i in order {
+            let (lo, hi) = found[i].2;
+            match windows.last() {
+                Some(&s) if s >= lo => {}
+                _ => windows.push(hi),
+            }
+            win_of[i] = windows.len() - 1;
+        }
+        let pairs = found
+            .iter()
+            .zip(win_of)
+            .map(|(&(a, b, _), w)| {
+                let s = windows[w];
+                let ((qa, fa), (qb, fb)) = (field(a), field(b));
+                let (pa, pb) = ((qa - s) as u32, (qb - s - 16) as u32);
+                let ones = |f: &FieldDesc| (1u32 << f.bits) - 1;
+                let sign = |f: &FieldDesc, at: u32| {
+                    if f.signed {
+                        1u32 << (at + f.bits as u32 - 1)
+                    } else {
+                        0
+                    }
+                };
+                let bias = |f: &FieldDesc| {
+                    if f.signed {
+                        f64::from(1u32 << (f.bits - 1))
+                    } else {
+                        0.0
+                    }
+                };
+                let scale = |p: u32| 2f64.powi(-(p as i32));
+                Pair {
+                    ka: a,
+                    kb: b,
+                    window: w,
+                    mask: ones(&fa) << pa | ones(&fb) << (16 + pb),
+                    xor: 0x6400_6400 | sign(&fa, pa) | sign(&fb, 16 + pb),
+                    mul: f16_bits(scale(pa)) | f16_bits(scale(pb)) << 16,
+                    add: f16_bits(-(1024.0 * scale(pa) + bias(&fa)))
+                        | f16_bits(-(1024.0 * scale(pb) + bias(&fb))) << 16,
+                }
+            })
+            .collect();
+        Some(MmaPlan {
+            piece_bits,
+            chunk_bits,
+            words,
+            shifted,
+            windows,
+            pairs,
+        })
+    }
+
+    /// Bytes of one chunk of a row.
+    pub fn chunk_bytes(&self) -> i64 {
+        (self.chunk_bits / 8) as i64
+    }
+
+    /// A one-line description for the function's notes.
+    pub fn describe(&self, chunks: usize, wpb: i64) -> String {
+        format!(
+            "schedule gpu mma (M <= 8, K % {CHUNK} == 0): mma.sync m16n8k16 f16 -> f32, {ROWS} weight rows per warp, {wpb} warps per block, weights as A and activation rows as B columns; each lane decodes {PIECE} weights ({} bits, {} words{}) of 2 rows per chunk of {CHUNK} in {} windows, codes to f16 pairs by exponent magic and hfma2, {chunks} chunks in flight",
+            self.piece_bits,
+            self.words,
+            if self.shifted { ", funnel-aligned" } else { "" },
+            self.windows.len()
+        )
+    }
+}
+
+fn i32v(f: &mut Func, name: &str) -> Var {
+    f.var(name, Ty::I32)
+}
+
+/// Letting `name` be `e` (a fresh variable of type `t`).
+fn let_var(f: &mut Func, out: &mut Vec<Stmt>, name: &str, t: Ty, e: Expr) -> Var {
+    let v = f.var(name, t);
+    out.push(Stmt::Let(v, e));
+    v
+}
+
+/// The window of the aligned piece words `a` starting at bit `s` (`-32 < s`).
+fn window(a: &[Var], s: i64) -> Expr {
+    if s < 0 {
+        return bin(BinOp::Shl, var(a[0]), i32c(-s));
+    }
+    let (w, o) = ((s / 32) as usize, s % 32);
+    if o == 0 {
+        var(a[w])
+    } else if w + 1 == a.len() {
+        bin(BinOp::Shr, var(a[w]), i32c(o))
+    } else {
+        bin(
+            BinOp::Or,
+            bin(BinOp::Shr, var(a[w]), i32c(o)),
+            bin(BinOp::Shl, var(a[w + 1]), i32c(32 - o)),
+        )
+    }
+}
+
+/// Per-lane values shared by every chunk.
+struct Lane {
+    /// Byte offsets of the first word of the lane's piece in rows n0 and n0 + 8.
+    wbase: [Var; 2],
+    /// Bit offset of the piece in its first word (`I32`), when pieces are shifted.
+    shift: Option<Var>,
+    /// Byte offset of the lane's activations (`32 t` of row `min(g, M - 1)`).
+    xbase: Var,
+    /// Weight rows n0 and n0 + 8, clamped to N - 1 (for loads).
+    rows: [Var; 2],
+    /// Activation rows of the lane's accumulators (`2t`, `2t + 1`, clamped to M - 1).
+    ms: [Var; 2],
+}
+
+/// The statements of one step over `count` consecutive chunks starting at chunk `c`.
+#[allow(clippy::too_many_arguments)]
+fn step(
+    f: &mut Func,
+    p: &Plan,
+    mp: &MmaPlan,
+    lane: &Lane,
+    c: Var,
+    count: usize,
+    groups: Var,
+    acc: &[Var; 4],
+) -> Vec<Stmt> {
+    let mut out = Vec::new();
+    let cb = mp.chunk_bytes();
+    // All loads first: the words of both rows and the activations of every chunk.
+    let mut words = Vec::new();
+    let mut xs = Vec::new();
+    for u in 0..count {
+        let mut rw = Vec::new();
+        for (r, &base) in lane.wbase.iter().enumerate() {
+            let mut ws = Vec::new();
+            for i in 0..mp.words {
+                let off = add(
+                    add(var(base), mul(var(c), i64c(cb))),
+                    i64c(u as i64 * cb + 4 * i as i64),
+                );
+                ws.push(let_var(
+                    f,
+                    &mut out,
+                    &format!("mw{u}_{r}_{i}"),
+                    Ty::I32,
+                    load_bytes(p.weight, off, 4),
+                ));
+            }
+            rw.push(ws);
+        }
+        words.push(rw);
+        let mut x = Vec::new();
+        for q in 0..4 {
+            let dst = [0, 1, 2, 3].map(|i| i32v(f, &format!("mx{u}_{}", 4 * q + i)));
+            out.push(Stmt::LoadVec4 {
+                dst,
+                buf: p.act,
+                offset: add(
+                    add(var(lane.xbase), mul(var(c), i64c(2 * CHUNK as i64))),
+                    i64c(2 * (u * CHUNK) as i64 + 16 * q as i64),
+                ),
+            });
+            x.extend(dst);
+        }
+        xs.push(x);
+    }
+    for u in 0..count {
+        // A operands: both rows' pairs.
+        let mut apairs = Vec::new();
+        for (r, ws) in words[u].iter().enumerate() {
+            let aligned: Vec<Var> = match lane.shift {
+                Some(s) => (0..mp.words)
+                    .map(|i| {
+                        let hi = ws[(i + 1).min(mp.words - 1)];
+                        let e = bin(
+                            BinOp::Or,
+                            bin(BinOp::Shr, var(ws[i]), var(s)),
+                            bin(
+                                BinOp::Shl,
+                                bin(BinOp::Shl, var(hi), sub(i32c(31), var(s))),
+                                i32c(1),
+                            ),
+                        );
+                        let_var(f, &mut out, &format!("ma{u}_{r}_{i}"), Ty::I32, e)
+                    })
+                    .collect(),
+                None => ws.clone(),
+            };
+            let wins: Vec<Var> = mp
+                .windows
+                .iter()
+                .enumerate()
+                .map(|(i, &s)| {
+                    let e = window(&aligned, s);
+                    let_var(f, &mut out, &format!("mwin{u}_{r}_{i}"), Ty::I32, e)
+                })
+                .collect();
+            let regs: Vec<Var> = mp
+                .pairs
+                .iter()
+                .enumerate()
+                .map(|(i, pr)| {
+                    let magic = bin(
+                        BinOp::Xor,
+                        bin(
+                            BinOp::And,
+                            var(wins[pr.window]),
+                            i32c(pr.mask as i32 as i64),
+                        ),
+                        i32c(pr.xor as i32 as i64),
+                    );
+                    let e = Expr::HFma2 {
+                        a: Box::new(magic),
+                        b: Box::new(i32c(pr.mul as i32 as i64)),
+                        c: Box::new(i32c(pr.add as i32 as i64)),
+                    };
+                    let_var(f, &mut out, &format!("mh{u}_{r}_{i}"), Ty::I32, e)
+                })
+                .collect();
+            apairs.push(regs);
+        }
+        // B operands: the same weights' activations, two f16 per register.
+        let bregs: Vec<Var> = mp
+            .pairs
+            .iter()
+            .enumerate()
+            .map(|(i, pr)| {
+                let (wa, wb) = (xs[u][pr.ka / 2], xs[u][pr.kb / 2]);
+                let e = if wa == wb && pr.ka % 2 == 0 && pr.kb % 2 == 1 {
+                    var(wa)
+                } else {
+                    let lo = if pr.ka % 2 == 0 { 0x10 } else { 0x32 };
+                    let hi = if pr.kb % 2 == 0 { 0x54 } else { 0x76 };
+                    Expr::BytePerm {
+                        a: Box::new(var(wa)),
+                        b: Box::new(var(wb)),
+                        sel: lo | hi << 8,
+                    }
+                };
+                let_var(f, &mut out, &format!("mb{u}_{i}"), Ty::I32, e)
+            })
+            .collect();
+        let ct = [0, 1, 2, 3].map(|i| f.var(format!("mc{u}_{i}"), Ty::F32));
+        for &v in &ct {
+            out.push(Stmt::Let(v, f32c(0.0)));
+        }
+        for m in 0..mp.pairs.len() / 2 {
+            out.push(Stmt::Mma {
+                d: ct,
+                a: [
+                    apairs[0][2 * m],
+                    apairs[1][2 * m],
+                    apairs[0][2 * m + 1],
+                    apairs[1][2 * m + 1],
+                ],
+                b: [bregs[2 * m], bregs[2 * m + 1]],
+                c: ct,
+            });
+        }
+        // Group scales: the chunk lies in one group.
+        let gi = match p.group {
+            Some(g) => div(add(var(c), i64c(u as i64)), i64c(g as i64 / CHUNK as i64)),
+            None => add(var(c), i64c(u as i64)),
+        };
+        let gv = let_var(f, &mut out, &format!("mg{u}"), Ty::I64, gi);
+        for (i, &a) in acc.iter().enumerate() {
+            let (row, m) = (lane.rows[i / 2], lane.ms[i % 2]);
+            let part = match group_scale(p, &var(m), &var(row), &var(gv), &var(groups)) {
+                Some(s) => mul(var(ct[i]), s),
+                None => var(ct[i]),
+            };
+            out.push(Stmt::Set(a, add(var(a), part)));
+        }
+    }
+    out
+}
+
+/// The body of the mma path (all lanes of a warp take the same branches).
+pub fn body(f: &mut Func, p: &Plan, mp: &MmaPlan, wpb: i64, in_flight: usize) -> Vec<Stmt> {
+    let (dm, dn, dk) = (p.m, p.n, p.k);
+    let mut out = Vec::new();
+    let o = &mut out;
+    let lane32 = let_var(f, o, "mlane", Ty::I32, Expr::Special(Special::LaneId));
+    let g = let_var(f, o, "mgq", Ty::I32, bin(BinOp::Shr, var(lane32), i32c(2)));
+    let t = let_var(f, o, "mtq", Ty::I32, bin(BinOp::And, var(lane32), i32c(3)));
+    let warp = bin(BinOp::Shr, Expr::Special(Special::ThreadIdx), i32c(5));
+    let tile = add(
+        mul(cast(Ty::I64, Expr::Special(Special::BlockIdx)), i64c(wpb)),
+        cast(Ty::I64, warp),
+    );
+    let n0v = let_var(f, o, "mn0", Ty::I64, mul(tile, i64c(ROWS as i64)));
+    let mut inner = Vec::new();
+    let o = &mut inner;
+    let rows = [0, 8].map(|d| {
+        let n = add(add(var(n0v), cast(Ty::I64, var(g))), i64c(d));
+        let_var(f, o, &format!("mrow{d}"), Ty::I64, n)
+    });
+    let chunks = let_var(f, o, "mchunks", Ty::I64, div(dim(dk), i64c(CHUNK as i64)));
+    let groups = let_var(
+        f,
+        o,
+        "mgroups",
+        Ty::I64,
+        match p.group {
+            Some(gs) => div(dim(dk), i64c(gs as i64)),
+            None => var(chunks),
+        },
+    );
+    let row_bytes = let_var(
+        f,
+        o,
+        "mrowb",
+        Ty::I64,
+        mul(var(chunks), i64c(mp.chunk_bytes())),
+    );
+    let bits = let_var(
+        f,
+        o,
+        "mbits",
+        Ty::I32,
+        mul(var(t), i32c(mp.piece_bits as i64)),
+    );
+    let first = cast(
+        Ty::I64,
+        bin(BinOp::Shl, bin(BinOp::Shr, var(bits), i32c(5)), i32c(2)),
+    );
+    // Rows past N (a partial tile) load row N - 1 and store nothing.
+    let loaded = [0, 1].map(|r| {
+        let e = bin(BinOp::Min, var(rows[r]), sub(dim(dn), i64c(1)));
+        let_var(f, o, &format!("mrowc{r}"), Ty::I64, e)
+    });
+    let wbase = [0, 1].map(|r| {
+        let e = add(mul(var(loaded[r]), var(row_bytes)), first.clone());
+        let_var(f, o, &format!("mwb{r}"), Ty::I64, e)
+    });
+    let shift = mp.shifted.then(|| {
+        let_var(
+            f,
+            o,
+            "mshift",
+            Ty::I32,
+            bin(BinOp::And, var(bits), i32c(31)),
+        )
+    });
+    let tok = bin(BinOp::Min, cast(Ty::I64, var(g)), sub(dim(dm), i64c(1)));
+    let xbase = let_var(
+        f,
+        o,
+        "mxb",
+        Ty::I64,
+        mul(
+            add(
+                mul(tok, dim(dk)),
+                cast(Ty::I64, mul(var(t), i32c(PIECE as i64))),
+            ),
+            i64c(2),
+        ),
+    );
+    let ms = [0, 1].map(|i| {
+        let e = add(cast(Ty::I64, mul(var(t), i32c(2))), i64c(i));
+        let_var(f, o, &format!("mm{i}"), Ty::I64, e)
+    });
+    // (Clamped to M - 1 for loads of per-activation-row scales.)
+    let ms_loaded = [0, 1].map(|i| {
+        let e = bin(BinOp::Min, var(ms[i]), sub(dim(dm), i64c(1)));
+        let_var(f, o, &format!("mmc{i}"), Ty::I64, e)
+    });
+    let acc = [0, 1, 2, 3].map(|i| let_var(f, o, &format!("macc{i}"), Ty::F32, f32c(0.0)));
+    let lane = Lane {
+        wbase,
+        shift,
+        xbase,
+        rows: loaded,
+        ms: ms_loaded,
+    };
+    let u = in_flight.max(1);
+    let c = f.var("mc", Ty::I64);
+    let main_end = let_var(
+        f,
+        o,
+        "mmain",
+        Ty::I64,
+        mul(div(var(chunks), i64c(u as i64)), i64c(u as i64)),
+    );
+    let main = step(f, p, mp, &lane, c, u, groups, &acc);
+    o.push(Stmt::For {
+        var: c,
+        start: i64c(0),
+        end: var(main_end),
+        step: u as i64,
+        kind: LoopKind::Serial,
+        body: main,
+    });
+    if u > 1 {
+        let c1 = f.var("mct", Ty::I64);
+        let tail = step(f, p, mp, &lane, c1, 1, groups, &acc);
+        o.push(Stmt::For {
+            var: c1,
+            start: var(main_end),
+            end: var(chunks),
+            step: 1,
+            kind: LoopKind::Serial,
+            body: tail,
+        });
+    }
+    for (i, &a) in acc.iter().enumerate() {
+        let (row, m) = (rows[i / 2], ms[i % 2]);
+        let value = match outer_scale(p, &var(m), &var(row)) {
+            Some(s) => mul(var(a), s),
+            None => var(a),
+        };
+        let ok = bin(
+            BinOp::And,
+            cmp(CmpOp::Lt, var(row), dim(dn)),
+            cmp(CmpOp::Lt, var(m), dim(dm)),
+        );
+        o.push(Stmt::If {
+            cond: ok,
+            then: vec![Stmt::Store {
+                buf: p.out,
+                index: add(mul(var(m), dim(dn)), var(row)),
+                value,
+            }],
+        });
+    }
+    out.push(Stmt::If {
+        cond: cmp(CmpOp::Lt, var(n0v), dim(dn)),
+        then: inner,
+    });
+    out
+}
+
+/// The run-time condition of the path (`I32`): K a multiple of [`CHUNK`].
+pub fn applies(p: &Plan) -> Expr {
+    cmp(
+        CmpOp::Eq,
+        bin(BinOp::And, dim(p.k), i64c(CHUNK as i64 - 1)),
+        i64c(0),
+    )
+}
+
+/// Blocks of the path's grid: one warp per [`ROWS`] weight rows.
+pub fn grid(p: &Plan, wpb: i64) -> Expr {
+    ceil_div(dim(p.n), ROWS as i64 * wpb)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qkc_dsl::layout::{builtin, BUILTIN_NAMES};
+
+    /// Decodes every pair of every built-in layout's plan on all codes: the hfma2 of
+    /// the magic word must give the two codes exactly.
+    #[test]
+    fn pairs_decode_every_code_exactly() {
+        for name in BUILTIN_NAMES {
+            let l = builtin(name).unwrap();
+            let src = format!(
+                "kernel k(x: f16[M, K], w: {name}[N, K], s: f16[N, K / 128]) -> y: f32[M, N] {{ y[m, n] = sum(k) x[m, k] * w[n, k] * s[n, k / 128]; }}"
+            );
+            let prog = qkc_dsl::compile("t.qk", &src).unwrap();
+            let p = Plan::new(&prog.kernels[0]);
+            let mp = MmaPlan::new(&p).unwrap_or_else(|| panic!("{name}: no mma plan"));
+            assert_eq!(mp.pairs.len(), PIECE / 2, "{name}");
+            let mut seen = [false; PIECE];
+            for pr in &mp.pairs {
+                assert!(!seen[pr.ka] && !seen[pr.kb], "{name}: weight paired twice");
+                seen[pr.ka] = true;
+                seen[pr.kb] = true;
+            }
+            let per = l.per_unit();
+            let stride = unit_stride_bits(&l);
+            // Pseudo-random pieces (xorshift): 512 of them cover the codes of every field.
+            let mut state = 0x9e37_79b9_7f4a_7c15u64;
+            for _ in 0..512 {
+                let mut bits = vec![0u8; mp.words * 32 + 64];
+                for b in bits.iter_mut() {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    *b = (state & 1) as u8;
+                }
+                let codes: Vec<i64> = (0..PIECE)
+                    .map(|j| {
+                        let fd = *l.field_of(j);
+                        let pos = (j / per) * stride + fd.shift as usize;
+                        let raw = (0..fd.bits as usize)
+                            .fold(0i64, |r, i| r | i64::from(bits[pos + i]) << i);
+                        if fd.signed && raw >> (fd.bits - 1) & 1 == 1 {
+                            raw - (1 << fd.bits)
+                        } else {
+                            raw
+                        }
+                    })
+                    .collect();
+                let word = |w: usize| -> u32 {
+                    (0..32).fold(0u32, |r, i| r | u32::from(bits[32 * w + i]) << i)
+                };
+                for pr in &mp.pairs {
+                    let s = mp.windows[pr.window];
+                    let win = if s < 0 {
+                        word(0) << (-s)
+                    } else if s % 32 == 0 {
+                        word(s as usize / 32)
+                    } else {
+                        let w = s as usize / 32;
+                        let up = if w + 1 < mp.words { word(w + 1) } else { 0 };
+                        (word(w) >> (s % 32)) | (up << (32 - s % 32))
+                    };
+                    let h = crate::loop_ir::eval::hfma2((win & pr.mask) ^ pr.xor, pr.mul, pr.add);
+                    let lo = f16::from_bits(h as u16).to_f64();
+                    let hi = f16::from_bits((h >> 16) as u16).to_f64();
+                    assert_eq!(lo, codes[pr.ka] as f64, "{name}: weight {}", pr.ka);
+                    assert_eq!(hi, codes[pr.kb] as f64, "{name}: weight {}", pr.kb);
+                }
+            }
+        }
+    }
+}
