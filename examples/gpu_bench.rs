@@ -9,7 +9,7 @@
 //!     [--copies 8] [--iters 200] [--peak 4.24] [--no-check] [--dump-ptx DIR]
 //!     [--backend qkc,llvm] [--block 128,256] [--unroll 2,4,8] [--chunk auto,32] [--min-blocks 0,12]
 //!     [--masked-tail 1,0] [--rows 0,1,2,4] [--stage 0,1] [--spread 1,0] [--prefetch 1,0] [--magic 1,0]
-//!     [--mma 1,0] [--mma-chunks 1,2,4]
+//!     [--mma 1,0] [--mma-chunks 1,2,4] [--mma-stage 1,0]
 //!     [--peers peers.csv] [--csv out.csv] [--svg out.svg]
 //!     (a sweep over lowerings; --min-blocks sets `.minnctapersm`, 0 = none;
 //!     --masked-tail 0 runs the remaining chunks one per lane instead of one masked
@@ -51,6 +51,7 @@ struct Args {
     magic: Vec<u32>,
     mma: Vec<u32>,
     mma_chunks: Vec<u32>,
+    mma_stage: Vec<u32>,
     prefetch: Vec<u32>,
     csv: Option<String>,
     svg: Option<String>,
@@ -77,8 +78,9 @@ fn parse() -> Result<Args, String> {
         stage: vec![0],
         spread: vec![1],
         magic: vec![1],
-        mma: vec![1],
+        mma: vec![0],
         mma_chunks: vec![0],
+        mma_stage: vec![0],
         prefetch: vec![1],
         csv: None,
         svg: None,
@@ -126,6 +128,7 @@ fn parse() -> Result<Args, String> {
             "--magic" => a.magic = list(&val()?)?,
             "--mma" => a.mma = list(&val()?)?,
             "--mma-chunks" => a.mma_chunks = list(&val()?)?,
+            "--mma-stage" => a.mma_stage = list(&val()?)?,
             "--prefetch" => a.prefetch = list(&val()?)?,
             "--csv" => a.csv = Some(val()?),
             "--svg" => a.svg = Some(val()?),
@@ -261,16 +264,18 @@ fn real_main() -> Result<(), String> {
                         .flat_map(move |s| prefetches.iter().map(move |pf| (c, m, s, pf)))
                 })
             }) {
-                let mut decodes: Vec<(u32, u32, u32)> = Vec::new();
+                let mut decodes: Vec<(u32, u32, u32, u32)> = Vec::new();
                 for &g in &a.magic {
                     for &t in &a.mma {
                         for &c in &a.mma_chunks {
-                            decodes.push((g, t, c));
+                            for &st in &a.mma_stage {
+                                decodes.push((g, t, c, st));
+                            }
                         }
                     }
                 }
                 let decodes = &decodes;
-                for (&mb, &source, &(magic, mma, mma_chunks)) in
+                for (&mb, &source, &(magic, mma, mma_chunks, mma_stage)) in
                     a.min_blocks.iter().flat_map(|mb| {
                         a.sources
                             .iter()
@@ -288,6 +293,7 @@ fn real_main() -> Result<(), String> {
                         prefetch: prefetch != 0,
                         float_magic: magic != 0,
                         mma: mma != 0,
+                        mma_stage: mma_stage != 0,
                         mma_chunks: if mma_chunks == 0 {
                             base.mma_chunks
                         } else {
@@ -346,8 +352,13 @@ fn real_main() -> Result<(), String> {
                     };
                     let mb_s = match (mma, mma_chunks) {
                         (0, _) => format!("{mb_s}, no mma"),
-                        (_, 0) => mb_s,
+                        (_, 0) => format!("{mb_s}, mma"),
                         (_, c) => format!("{mb_s}, mma chunks {c}"),
+                    };
+                    let mb_s = if mma != 0 && mma_stage != 0 {
+                        format!("{mb_s} staged")
+                    } else {
+                        mb_s
                     };
                     variants.push(Variant {
                         label: format!(

@@ -73,18 +73,22 @@ fn shapes() -> Vec<(u64, u64, u64)> {
 
 fn check_kernel(dev: &Arc<CudaDevice>, k: &Kernel, seed: u64, source: PtxSource) -> Vec<String> {
     let mut fails = check_with(dev, k, seed, source, None);
-    // The tensor-core GEMV (off by default) on every kernel it applies to.
+    // The tensor-core GEMV (off by default), loading directly and staged, on every
+    // kernel it applies to.
     let p = qkc::codegen::lower::Plan::new(k);
     if source == PtxSource::Qkc && qkc::codegen::lower::mma::MmaPlan::new(&p).is_some() {
-        let o = GpuOptions {
-            mma: true,
-            ..GpuOptions::for_kernel(k)
-        };
-        fails.extend(
-            check_with(dev, k, seed ^ 0x55, source, Some(o))
-                .into_iter()
-                .map(|e| format!("[mma] {e}")),
-        );
+        for stage in [false, true] {
+            let o = GpuOptions {
+                mma: true,
+                mma_stage: stage,
+                ..GpuOptions::for_kernel(k)
+            };
+            fails.extend(
+                check_with(dev, k, seed ^ 0x55, source, Some(o))
+                    .into_iter()
+                    .map(|e| format!("[mma, stage {stage}] {e}")),
+            );
+        }
     }
     fails
 }

@@ -70,6 +70,14 @@ fn options(k: &Kernel) -> Vec<(&'static str, GpuOptions)> {
         ("default", d.clone()),
         ("mma", full.clone()),
         (
+            "mma_staged_chunks2",
+            GpuOptions {
+                mma_stage: true,
+                mma_chunks: 2,
+                ..full.clone()
+            },
+        ),
+        (
             "mma_chunks1_block64",
             GpuOptions {
                 mma_chunks: 1,
@@ -293,23 +301,26 @@ fn mma_path_applies_every_scale_kind() {
                y[m, n] = sum(k) x[m, k] * xg[m, k / 256] * xr[m] * w[n, k] * wg[n, k / 256] * wr[n];\n}\n";
     let prog = qkc_dsl::compile("scales.qk", src).expect("compiles");
     let k = &prog.kernels[0];
-    let o = GpuOptions {
-        mma: true,
-        ..GpuOptions::for_kernel(k)
-    };
-    let f = lower_gpu(k, &o);
-    assert!(
-        f.notes.iter().any(|n| n.contains("schedule gpu mma")),
-        "no mma path: {:?}",
-        f.notes
-    );
     let mut fails = Vec::new();
-    for (i, &(m, n, kk)) in [(1, 17, 256), (3, 37, 768), (8, 33, 512), (6, 16, 1280)]
-        .iter()
-        .enumerate()
-    {
-        if let Err(e) = run_case(k, &f, m, n, kk, 40 + i as u64) {
-            fails.push(e);
+    for stage in [false, true] {
+        let o = GpuOptions {
+            mma: true,
+            mma_stage: stage,
+            ..GpuOptions::for_kernel(k)
+        };
+        let f = lower_gpu(k, &o);
+        assert!(
+            f.notes.iter().any(|n| n.contains("schedule gpu mma")),
+            "no mma path: {:?}",
+            f.notes
+        );
+        for (i, &(m, n, kk)) in [(1, 17, 256), (3, 37, 768), (8, 33, 512), (6, 16, 1280)]
+            .iter()
+            .enumerate()
+        {
+            if let Err(e) = run_case(k, &f, m, n, kk, 40 + i as u64) {
+                fails.push(format!("[stage {stage}] {e}"));
+            }
         }
     }
     assert!(fails.is_empty(), "{}", fails.join("\n"));

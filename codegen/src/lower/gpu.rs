@@ -110,13 +110,20 @@ pub struct GpuOptions {
     /// Run f16-activation GEMVs (M ≤ 8, K a multiple of 128) on the tensor cores
     /// ([`super::mma`]: `mma.sync` m16n8k16, 16 weight rows per warp, codes decoded to
     /// f16 pairs exactly) where the layout allows. PTX only. Off by default: on an
-    /// H200 (3.5-bit, f16, M = 1..8) it measured 2-3x slower than the SIMT GEMV at
-    /// K x N 28672 x 8192 (154-225 us against 64 at M = 1) and 1.0-1.4x slower at
-    /// 8192 x 28672 for M = 4 (110-148 against 108; 117 against 207 at M = 8): its
-    /// loads touch 8 rows per warp instruction in 4-byte pieces.
+    /// H200 (3.5-bit, f16) it measured slower than the SIMT GEMV at M = 1 (84 us
+    /// against 64 at K x N 8192 x 28672; 149-225 against 64 at 28672 x 8192) and
+    /// about equal at M = 4 (108-110 against 107-108 at 8192 x 28672); it wins at
+    /// M = 8 (117 against 207).
     pub mma: bool,
-    /// Chunks of 128 weights per row loaded ahead per iteration of the mma path.
+    /// Chunks of 128 weights per row loaded ahead per iteration of the mma path (4
+    /// measured best of 1, 2, 4, 8 on an H200).
     pub mma_chunks: u32,
+    /// Stage the mma path's weights through shared memory (16-byte loads over the
+    /// warp's 16 rows, then each lane reads its pieces; when rows are a multiple of 16
+    /// bytes) instead of each lane loading its pieces' words directly. Off by default:
+    /// on an H200 (f16, M = 1, 4 chunks) 107 us against 84 at 8192 x 28672, 149
+    /// against 155 at 28672 x 8192.
+    pub mma_stage: bool,
 }
 
 impl GpuOptions {
@@ -139,7 +146,8 @@ impl GpuOptions {
             prefetch: false,
             float_magic: true,
             mma: false,
-            mma_chunks: 2,
+            mma_chunks: 4,
+            mma_stage: false,
         }
     }
 }
@@ -427,10 +435,10 @@ pub fn lower(p: &Plan, m_max: u64, o: &GpuOptions) -> Func {
             o.float_magic,
         );
         if let Some(mp) = &mma_plan {
-            let chunks = o.mma_chunks.max(1) as usize;
-            f.notes.push(mp.describe(chunks, wpb));
-            let mm = super::mma::body(&mut f, p, mp, wpb, chunks);
-            let on = super::mma::applies(p);
+            let chunks = super::mma::chunks_in_flight(mp, o.mma_chunks as usize, o.mma_stage);
+            f.notes.push(mp.describe(chunks, wpb, o.mma_stage));
+            let mm = super::mma::body(&mut f, p, mp, wpb, chunks, o.mma_stage);
+            let on = super::mma::applies(p, mp, o.mma_stage);
             g = vec![
                 Stmt::If {
                     cond: on.clone(),

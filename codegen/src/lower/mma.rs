@@ -205,13 +205,18 @@ impl MmaPlan {
     }
 
     /// A one-line description for the function's notes.
-    pub fn describe(&self, chunks: usize, wpb: i64) -> String {
+    pub fn describe(&self, chunks: usize, wpb: i64, stage: bool) -> String {
         format!(
-            "schedule gpu mma (M <= 8, K % {CHUNK} == 0): mma.sync m16n8k16 f16 -> f32, {ROWS} weight rows per warp, {wpb} warps per block, weights as A and activation rows as B columns; each lane decodes {PIECE} weights ({} bits, {} words{}) of 2 rows per chunk of {CHUNK} in {} windows, codes to f16 pairs by exponent magic and hfma2, {chunks} chunks in flight",
+            "schedule gpu mma (M <= 8, K % {CHUNK} == 0): mma.sync m16n8k16 f16 -> f32, {ROWS} weight rows per warp, {wpb} warps per block, weights as A and activation rows as B columns; each lane decodes {PIECE} weights ({} bits, {} words{}) of 2 rows per chunk of {CHUNK} in {} windows, codes to f16 pairs by exponent magic and hfma2, {chunks} chunks in flight{}",
             self.piece_bits,
             self.words,
             if self.shifted { ", funnel-aligned" } else { "" },
-            self.windows.len()
+            self.windows.len(),
+            if stage {
+                ", weights staged through shared memory (16-byte loads)"
+            } else {
+                ""
+            }
         )
     }
 }
@@ -258,6 +263,22 @@ struct Lane {
     rows: [Var; 2],
     /// Activation rows of the lane's accumulators (`2t`, `2t + 1`, clamped to M - 1).
     ms: [Var; 2],
+    /// Staging (full iterations only): per vector, the byte offset of the lane's
+    /// 16-byte load in its row span and of its shared-memory slot; the lane's first
+    /// word of row n0 in the warp's shared region.
+    stage: Option<Stage>,
+}
+
+/// The warp's 16 rows x `span` bytes per iteration go through shared memory: lane `l`
+/// loads vectors `l, l + 32, ...` (row-major over the rows' spans, so a warp
+/// instruction reads 512 contiguous-by-row bytes), stores them to the warp's region
+/// (rows `pitch` bytes apart), and then reads its pieces' words from there.
+struct Stage {
+    pitch: i64,
+    /// Per vector: global byte offset (row start + vector, chunk 0) and shared offset.
+    vecs: Vec<(Var, Var)>,
+    /// Shared byte offset of the lane's piece in row n0 (chunk 0).
+    read: Var,
 }
 
 /// The statements of one step over `count` consecutive chunks starting at chunk `c`.
@@ -269,6 +290,7 @@ fn step(
     lane: &Lane,
     c: Var,
     count: usize,
+    staged: bool,
     groups: Var,
     acc: &[Var; 4],
 ) -> Vec<Stmt> {
@@ -277,7 +299,23 @@ fn step(
     // All loads first: the words of both rows and the activations of every chunk.
     let mut words = Vec::new();
     let mut xs = Vec::new();
+    let staged = lane.stage.as_ref().filter(|_| staged);
+    let mut vregs = Vec::new();
+    if let Some(st) = staged {
+        for (j, &(g, _)) in st.vecs.iter().enumerate() {
+            let dst = [0, 1, 2, 3].map(|i| i32v(f, &format!("mv{j}_{i}")));
+            out.push(Stmt::LoadVec4 {
+                dst,
+                buf: p.weight,
+                offset: add(var(g), mul(var(c), i64c(cb))),
+            });
+            vregs.push(dst);
+        }
+    }
     for u in 0..count {
+        if staged.is_some() {
+            break;
+        }
         let mut rw = Vec::new();
         for (r, &base) in lane.wbase.iter().enumerate() {
             let mut ws = Vec::new();
@@ -297,6 +335,8 @@ fn step(
             rw.push(ws);
         }
         words.push(rw);
+    }
+    for u in 0..count {
         let mut x = Vec::new();
         for q in 0..4 {
             let dst = [0, 1, 2, 3].map(|i| i32v(f, &format!("mx{u}_{}", 4 * q + i)));
@@ -311,6 +351,34 @@ fn step(
             x.extend(dst);
         }
         xs.push(x);
+    }
+    if let Some(st) = staged {
+        // Every lane has read the previous iteration's words before they are replaced.
+        out.push(Stmt::WarpSync);
+        for (j, &(_, sh)) in st.vecs.iter().enumerate() {
+            out.push(Stmt::StoreShared4 {
+                offset: cast(Ty::I32, var(sh)),
+                src: vregs[j],
+            });
+        }
+        out.push(Stmt::WarpSync);
+        for u in 0..count {
+            let mut rw = Vec::new();
+            for r in 0..2 {
+                let ws = (0..mp.words)
+                    .map(|i| {
+                        let off = add(
+                            var(st.read),
+                            i64c(8 * r as i64 * st.pitch + u as i64 * cb + 4 * i as i64),
+                        );
+                        let e = Expr::LoadShared(Box::new(cast(Ty::I32, off)));
+                        let_var(f, &mut out, &format!("mw{u}_{r}_{i}"), Ty::I32, e)
+                    })
+                    .collect::<Vec<_>>();
+                rw.push(ws);
+            }
+            words.push(rw);
+        }
     }
     for u in 0..count {
         // A operands: both rows' pairs.
@@ -424,7 +492,14 @@ fn step(
 }
 
 /// The body of the mma path (all lanes of a warp take the same branches).
-pub fn body(f: &mut Func, p: &Plan, mp: &MmaPlan, wpb: i64, in_flight: usize) -> Vec<Stmt> {
+pub fn body(
+    f: &mut Func,
+    p: &Plan,
+    mp: &MmaPlan,
+    wpb: i64,
+    in_flight: usize,
+    stage: bool,
+) -> Vec<Stmt> {
     let (dm, dn, dk) = (p.m, p.n, p.k);
     let mut out = Vec::new();
     let o = &mut out;
@@ -514,14 +589,82 @@ pub fn body(f: &mut Func, p: &Plan, mp: &MmaPlan, wpb: i64, in_flight: usize) ->
         let_var(f, o, &format!("mmc{i}"), Ty::I64, e)
     });
     let acc = [0, 1, 2, 3].map(|i| let_var(f, o, &format!("macc{i}"), Ty::F32, f32c(0.0)));
+    let cb = mp.chunk_bytes();
+    let u = chunks_in_flight(mp, in_flight, stage);
+    let stage = stage.then(|| {
+        let span = u as i64 * cb;
+        let pitch = span + 16;
+        let per_row = span / 16;
+        let warp = let_var(
+            f,
+            o,
+            "mwarp",
+            Ty::I64,
+            cast(
+                Ty::I64,
+                bin(BinOp::Shr, Expr::Special(Special::ThreadIdx), i32c(5)),
+            ),
+        );
+        let region = let_var(f, o, "mregion", Ty::I64, mul(var(warp), i64c(16 * pitch)));
+        let vecs = (0..span / 32)
+            .map(|j| {
+                let v = add(cast(Ty::I64, var(lane32)), i64c(32 * j));
+                let row = let_var(
+                    f,
+                    o,
+                    &format!("mvrow{j}"),
+                    Ty::I64,
+                    div(v.clone(), i64c(per_row)),
+                );
+                let q = let_var(
+                    f,
+                    o,
+                    &format!("mvq{j}"),
+                    Ty::I64,
+                    sub(v, mul(var(row), i64c(per_row))),
+                );
+                let grow = bin(BinOp::Min, add(var(n0v), var(row)), sub(dim(dn), i64c(1)));
+                let g = let_var(
+                    f,
+                    o,
+                    &format!("mvg{j}"),
+                    Ty::I64,
+                    add(mul(grow, var(row_bytes)), mul(var(q), i64c(16))),
+                );
+                let sh = let_var(
+                    f,
+                    o,
+                    &format!("mvs{j}"),
+                    Ty::I64,
+                    add(
+                        var(region),
+                        add(mul(var(row), i64c(pitch)), mul(var(q), i64c(16))),
+                    ),
+                );
+                (g, sh)
+            })
+            .collect();
+        let read = let_var(
+            f,
+            o,
+            "mread",
+            Ty::I64,
+            add(
+                var(region),
+                add(mul(cast(Ty::I64, var(g)), i64c(pitch)), first.clone()),
+            ),
+        );
+        f.shared_bytes = f.shared_bytes.max((wpb * 16 * pitch) as usize);
+        Stage { pitch, vecs, read }
+    });
     let lane = Lane {
         wbase,
         shift,
         xbase,
         rows: loaded,
         ms: ms_loaded,
+        stage,
     };
-    let u = in_flight.max(1);
     let c = f.var("mc", Ty::I64);
     let main_end = let_var(
         f,
@@ -530,7 +673,7 @@ pub fn body(f: &mut Func, p: &Plan, mp: &MmaPlan, wpb: i64, in_flight: usize) ->
         Ty::I64,
         mul(div(var(chunks), i64c(u as i64)), i64c(u as i64)),
     );
-    let main = step(f, p, mp, &lane, c, u, groups, &acc);
+    let main = step(f, p, mp, &lane, c, u, true, groups, &acc);
     o.push(Stmt::For {
         var: c,
         start: i64c(0),
@@ -541,7 +684,7 @@ pub fn body(f: &mut Func, p: &Plan, mp: &MmaPlan, wpb: i64, in_flight: usize) ->
     });
     if u > 1 {
         let c1 = f.var("mct", Ty::I64);
-        let tail = step(f, p, mp, &lane, c1, 1, groups, &acc);
+        let tail = step(f, p, mp, &lane, c1, 1, false, groups, &acc);
         o.push(Stmt::For {
             var: c1,
             start: var(main_end),
@@ -578,12 +721,35 @@ pub fn body(f: &mut Func, p: &Plan, mp: &MmaPlan, wpb: i64, in_flight: usize) ->
     out
 }
 
-/// The run-time condition of the path (`I32`): K a multiple of [`CHUNK`].
-pub fn applies(p: &Plan) -> Expr {
-    cmp(
+/// Chunks per iteration: `want`, rounded up (when staging) so that the 16 rows'
+/// spans split into 16-byte vectors evenly over the 32 lanes.
+pub fn chunks_in_flight(mp: &MmaPlan, want: usize, stage: bool) -> usize {
+    let want = want.max(1);
+    if stage {
+        (want..)
+            .find(|u| (*u as i64 * mp.chunk_bytes()) % 32 == 0)
+            .unwrap_or(want)
+    } else {
+        want
+    }
+}
+
+/// The run-time condition of the path (`I32`): K a multiple of [`CHUNK`] and, when
+/// staging, rows of a multiple of 16 bytes (16-byte vector loads).
+pub fn applies(p: &Plan, mp: &MmaPlan, stage: bool) -> Expr {
+    let k_ok = cmp(
         CmpOp::Eq,
         bin(BinOp::And, dim(p.k), i64c(CHUNK as i64 - 1)),
         i64c(0),
+    );
+    if !stage || mp.chunk_bytes() % 16 == 0 {
+        return k_ok;
+    }
+    let row_bytes = mul(div(dim(p.k), i64c(CHUNK as i64)), i64c(mp.chunk_bytes()));
+    bin(
+        BinOp::And,
+        k_ok,
+        cmp(CmpOp::Eq, bin(BinOp::And, row_bytes, i64c(15)), i64c(0)),
     )
 }
 
