@@ -614,13 +614,7 @@ fn count_stmts(body: &[Stmt], v: Var) -> usize {
             Stmt::StoreShared4 { offset, src } => {
                 src.iter().filter(|d| **d == v).count() + count_expr(offset, v)
             }
-            Stmt::Mma { d, a, b, c } => d
-                .iter()
-                .chain(a)
-                .chain(b)
-                .chain(c)
-                .filter(|x| **x == v)
-                .count(),
+            m @ Stmt::Mma { .. } => m.named_vars().iter().filter(|x| **x == v).count(),
             Stmt::WarpSync | Stmt::Comment(_) => 0,
         })
         .sum()

@@ -565,13 +565,7 @@ fn var_uses_stmt(v: Var, s: &Stmt) -> usize {
         Stmt::StoreShared4 { offset, src } => {
             src.iter().filter(|d| **d == v).count() + var_uses(v, offset)
         }
-        Stmt::Mma { d, a, b, c } => d
-            .iter()
-            .chain(a)
-            .chain(b)
-            .chain(c)
-            .filter(|x| **x == v)
-            .count(),
+        m @ Stmt::Mma { .. } => m.named_vars().iter().filter(|x| **x == v).count(),
         Stmt::WarpSync | Stmt::Comment(_) => 0,
     }
 }

@@ -377,6 +377,19 @@ impl Expr {
 }
 
 impl Stmt {
+    /// Variables a warp-level statement names directly (not inside expressions):
+    /// `LoadVec4` destinations, `WarpSum`'s variable, `StoreShared4` sources, every
+    /// `Mma` operand; empty for the others.
+    pub fn named_vars(&self) -> Vec<Var> {
+        match self {
+            Stmt::LoadVec4 { dst, .. } => dst.to_vec(),
+            Stmt::WarpSum(v) => vec![*v],
+            Stmt::StoreShared4 { src, .. } => src.to_vec(),
+            Stmt::Mma { d, a, b, c } => d.iter().chain(a).chain(b).chain(c).copied().collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The name of a GPU-only statement (warp-level or shared-memory), `None` for the
     /// statements every backend runs.
     pub fn gpu_only(&self) -> Option<&'static str> {
