@@ -315,51 +315,26 @@ fn real_main() -> Result<(), String> {
                     } else {
                         chunk.to_string()
                     };
-                    let mb_s = if mb == 0 {
-                        String::new()
-                    } else {
-                        format!(", min blocks {mb}")
-                    };
-                    let mb_s = if masked == 0 {
-                        format!("{mb_s}, unmasked tail")
-                    } else {
-                        mb_s
-                    };
-                    let mb_s = if rows == 0 {
-                        mb_s
-                    } else {
-                        format!("{mb_s}, rows/warp {rows}")
-                    };
-                    let mb_s = if stage == 0 {
-                        mb_s
-                    } else {
-                        format!("{mb_s}, staged")
-                    };
-                    let mb_s = if spread == 0 {
-                        format!("{mb_s}, no spread")
-                    } else {
-                        mb_s
-                    };
-                    let mb_s = if prefetch == 0 {
-                        format!("{mb_s}, no prefetch")
-                    } else {
-                        mb_s
-                    };
-                    let mb_s = if magic == 0 {
-                        format!("{mb_s}, no magic")
-                    } else {
-                        mb_s
-                    };
-                    let mb_s = match (mma, mma_chunks) {
-                        (0, _) => format!("{mb_s}, no mma"),
-                        (_, 0) => format!("{mb_s}, mma"),
-                        (_, c) => format!("{mb_s}, mma chunks {c}"),
-                    };
-                    let mb_s = if mma != 0 && mma_stage != 0 {
-                        format!("{mb_s} staged")
-                    } else {
-                        mb_s
-                    };
+                    // Every knob away from its default, in the label.
+                    let tags: Vec<String> = [
+                        (mb != 0).then(|| format!("min blocks {mb}")),
+                        (masked == 0).then(|| "unmasked tail".to_string()),
+                        (rows != 0).then(|| format!("rows/warp {rows}")),
+                        (stage != 0).then(|| "staged".to_string()),
+                        (spread == 0).then(|| "no spread".to_string()),
+                        (prefetch == 0).then(|| "no prefetch".to_string()),
+                        (magic == 0).then(|| "no magic".to_string()),
+                        Some(match (mma, mma_chunks) {
+                            (0, _) => "no mma".to_string(),
+                            (_, 0) => "mma".to_string(),
+                            (_, c) => format!("mma chunks {c}"),
+                        }),
+                        (mma != 0 && mma_stage != 0).then(|| "mma staged".to_string()),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                    let mb_s: String = tags.iter().map(|t| format!(", {t}")).collect();
                     variants.push(Variant {
                         label: format!(
                             "{} PTX, block {block}, unroll {unroll}, chunk {chunk_s}{mb_s}",

@@ -301,6 +301,8 @@ fn step(
     let mut xs = Vec::new();
     let staged = lane.stage.as_ref().filter(|_| staged);
     let mut vregs = Vec::new();
+    // Staged: 16-byte loads of the warp's row spans (read back from shared memory
+    // below); direct: each lane loads its pieces' words.
     if let Some(st) = staged {
         for (j, &(g, _)) in st.vecs.iter().enumerate() {
             let dst = [0, 1, 2, 3].map(|i| i32v(f, &format!("mv{j}_{i}")));
@@ -312,10 +314,7 @@ fn step(
             vregs.push(dst);
         }
     }
-    for u in 0..count {
-        if staged.is_some() {
-            break;
-        }
+    for u in (0..count).filter(|_| staged.is_none()) {
         let mut rw = Vec::new();
         for (r, &base) in lane.wbase.iter().enumerate() {
             let mut ws = Vec::new();
@@ -474,9 +473,10 @@ fn step(
             });
         }
         // Group scales: the chunk lies in one group.
-        let gi = match p.group {
-            Some(g) => div(add(var(c), i64c(u as i64)), i64c(g as i64 / CHUNK as i64)),
-            None => add(var(c), i64c(u as i64)),
+        let chunk = add(var(c), i64c(u as i64));
+        let gi = match p.group.map(|g| g as i64 / CHUNK as i64) {
+            Some(per) if per > 1 => div(chunk, i64c(per)),
+            _ => chunk,
         };
         let gv = let_var(f, &mut out, &format!("mg{u}"), Ty::I64, gi);
         for (i, &a) in acc.iter().enumerate() {
@@ -784,15 +784,24 @@ mod tests {
             }
             let per = l.per_unit();
             let stride = unit_stride_bits(&l);
-            // Pseudo-random pieces (xorshift): 512 of them cover the codes of every field.
+            // Round r gives weight j the raw code (r + 7j) mod 2^bits, so 256 rounds sweep
+            // every code of every weight; the bits past the piece are pseudo-random.
             let mut state = 0x9e37_79b9_7f4a_7c15u64;
-            for _ in 0..512 {
+            for round in 0..256usize {
                 let mut bits = vec![0u8; mp.words * 32 + 64];
                 for b in bits.iter_mut() {
                     state ^= state << 13;
                     state ^= state >> 7;
                     state ^= state << 17;
                     *b = (state & 1) as u8;
+                }
+                for j in 0..PIECE {
+                    let fd = *l.field_of(j);
+                    let pos = (j / per) * stride + fd.shift as usize;
+                    let raw = (round + 7 * j) % (1 << fd.bits);
+                    for i in 0..fd.bits as usize {
+                        bits[pos + i] = (raw >> i & 1) as u8;
+                    }
                 }
                 let codes: Vec<i64> = (0..PIECE)
                     .map(|j| {

@@ -459,6 +459,16 @@ impl Tx<'_> {
         r
     }
 
+    /// Each operand evaluated, in order, into a register.
+    fn regs<const N: usize>(&mut self, es: [&Expr; N]) -> Result<[String; N]> {
+        let mut out = [const { String::new() }; N];
+        for (o, e) in out.iter_mut().zip(es) {
+            let v = self.expr(e)?;
+            *o = self.in_reg(v);
+        }
+        Ok(out)
+    }
+
     fn fresh(&mut self, t: Ty) -> String {
         self.w.reg(Class::of(t))
     }
@@ -736,21 +746,13 @@ impl Tx<'_> {
                 Ok(Val::reg(d, t))
             }
             Expr::Dot4 { a, b, acc } => {
-                let va = self.expr(a)?;
-                let ra = self.in_reg(va);
-                let vb = self.expr(b)?;
-                let rb = self.in_reg(vb);
-                let vc = self.expr(acc)?;
-                let rc = self.in_reg(vc);
+                let [ra, rb, rc] = self.regs([a, b, acc])?;
                 let d = self.w.reg(Class::B32);
                 self.w.ins(format!("dp4a.s32.s32 {d}, {ra}, {rb}, {rc}"));
                 Ok(Val::reg(d, Ty::I32))
             }
             Expr::BytePerm { a, b, sel } => {
-                let va = self.expr(a)?;
-                let ra = self.in_reg(va);
-                let vb = self.expr(b)?;
-                let rb = self.in_reg(vb);
+                let [ra, rb] = self.regs([a, b])?;
                 let d = self.w.reg(Class::B32);
                 self.w.ins(format!("prmt.b32 {d}, {ra}, {rb}, {sel:#06x}"));
                 Ok(Val::reg(d, Ty::I32))
@@ -772,14 +774,9 @@ impl Tx<'_> {
                 Ok(Val::reg(d, Ty::F32))
             }
             Expr::HFma2 { a, b, c } => {
-                let mut r = Vec::new();
-                for x in [a, b, c] {
-                    let v = self.expr(x)?;
-                    r.push(self.in_reg(v));
-                }
+                let [ra, rb, rc] = self.regs([a, b, c])?;
                 let d = self.w.reg(Class::B32);
-                self.w
-                    .ins(format!("fma.rn.f16x2 {d}, {}, {}, {}", r[0], r[1], r[2]));
+                self.w.ins(format!("fma.rn.f16x2 {d}, {ra}, {rb}, {rc}"));
                 Ok(Val::reg(d, Ty::I32))
             }
             Expr::FromBits(a) => {
