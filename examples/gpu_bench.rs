@@ -9,7 +9,7 @@
 //!     [--copies 8] [--iters 200] [--peak 4.24] [--no-check] [--dump-ptx DIR]
 //!     [--backend qkc,llvm] [--block 128,256] [--unroll 2,4,8] [--chunk auto,32] [--min-blocks 0,12]
 //!     [--masked-tail 1,0] [--rows 0,1,2,4] [--stage 0,1] [--spread 1,0] [--prefetch 1,0] [--magic 1,0]
-//!     [--mma 1,0] [--mma-chunks 1,2,4] [--mma-stage 1,0]
+//!     [--mma 0,1,2 (off, on for M >= 2, on for every M)] [--mma-chunks 1,2,4] [--mma-stage 1,0] [--mma-split 1,2,4]
 //!     [--peers peers.csv] [--csv out.csv] [--svg out.svg]
 //!     (a sweep over lowerings; --min-blocks sets `.minnctapersm`, 0 = none;
 //!     --masked-tail 0 runs the remaining chunks one per lane instead of one masked
@@ -52,6 +52,7 @@ struct Args {
     mma: Vec<u32>,
     mma_chunks: Vec<u32>,
     mma_stage: Vec<u32>,
+    mma_split: Vec<u32>,
     prefetch: Vec<u32>,
     csv: Option<String>,
     svg: Option<String>,
@@ -78,9 +79,10 @@ fn parse() -> Result<Args, String> {
         stage: vec![0],
         spread: vec![1],
         magic: vec![1],
-        mma: vec![0],
+        mma: vec![u32::MAX],
         mma_chunks: vec![0],
         mma_stage: vec![0],
+        mma_split: vec![0],
         prefetch: vec![1],
         csv: None,
         svg: None,
@@ -129,6 +131,7 @@ fn parse() -> Result<Args, String> {
             "--mma" => a.mma = list(&val()?)?,
             "--mma-chunks" => a.mma_chunks = list(&val()?)?,
             "--mma-stage" => a.mma_stage = list(&val()?)?,
+            "--mma-split" => a.mma_split = list(&val()?)?,
             "--prefetch" => a.prefetch = list(&val()?)?,
             "--csv" => a.csv = Some(val()?),
             "--svg" => a.svg = Some(val()?),
@@ -264,18 +267,20 @@ fn real_main() -> Result<(), String> {
                         .flat_map(move |s| prefetches.iter().map(move |pf| (c, m, s, pf)))
                 })
             }) {
-                let mut decodes: Vec<(u32, u32, u32, u32)> = Vec::new();
+                let mut decodes: Vec<(u32, u32, u32, u32, u32)> = Vec::new();
                 for &g in &a.magic {
                     for &t in &a.mma {
                         for &c in &a.mma_chunks {
                             for &st in &a.mma_stage {
-                                decodes.push((g, t, c, st));
+                                for &sp in &a.mma_split {
+                                    decodes.push((g, t, c, st, sp));
+                                }
                             }
                         }
                     }
                 }
                 let decodes = &decodes;
-                for (&mb, &source, &(magic, mma, mma_chunks, mma_stage)) in
+                for (&mb, &source, &(magic, mma, mma_chunks, mma_stage, mma_split)) in
                     a.min_blocks.iter().flat_map(|mb| {
                         a.sources
                             .iter()
@@ -292,8 +297,14 @@ fn real_main() -> Result<(), String> {
                         spread: spread != 0,
                         prefetch: prefetch != 0,
                         float_magic: magic != 0,
-                        mma: mma != 0,
+                        mma: if mma == u32::MAX { base.mma } else { mma != 0 },
+                        mma_min_m: if mma == 2 { 1 } else { base.mma_min_m },
                         mma_stage: mma_stage != 0,
+                        mma_split: if mma_split == 0 {
+                            base.mma_split
+                        } else {
+                            mma_split
+                        },
                         mma_chunks: if mma_chunks == 0 {
                             base.mma_chunks
                         } else {
@@ -324,12 +335,17 @@ fn real_main() -> Result<(), String> {
                         (spread == 0).then(|| "no spread".to_string()),
                         (prefetch == 0).then(|| "no prefetch".to_string()),
                         (magic == 0).then(|| "no magic".to_string()),
-                        Some(match (mma, mma_chunks) {
-                            (0, _) => "no mma".to_string(),
-                            (_, 0) => "mma".to_string(),
-                            (_, c) => format!("mma chunks {c}"),
-                        }),
-                        (mma != 0 && mma_stage != 0).then(|| "mma staged".to_string()),
+                        match (mma, mma_chunks) {
+                            (u32::MAX, _) => None,
+                            (0, _) => Some("no mma".to_string()),
+                            (2, 0) => Some("mma all M".to_string()),
+                            (2, c) => Some(format!("mma all M, chunks {c}")),
+                            (_, 0) => Some("mma".to_string()),
+                            (_, c) => Some(format!("mma chunks {c}")),
+                        },
+                        (mma != 0 && mma != u32::MAX && mma_stage != 0)
+                            .then(|| "mma staged".to_string()),
+                        (mma != 0 && mma_split != 0).then(|| format!("mma split {mma_split}")),
                     ]
                     .into_iter()
                     .flatten()

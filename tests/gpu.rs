@@ -73,20 +73,27 @@ fn shapes() -> Vec<(u64, u64, u64)> {
 
 fn check_kernel(dev: &Arc<CudaDevice>, k: &Kernel, seed: u64, source: PtxSource) -> Vec<String> {
     let mut fails = check_with(dev, k, seed, source, None);
-    // The tensor-core GEMV (off by default), loading directly and staged, on every
-    // kernel it applies to.
+    // Where the tensor-core GEMV applies (the default runs it for M >= 2): the SIMT
+    // GEMV at every M, and the tensor-core path at every M too, loading directly
+    // (4 warps per tile) and staged (2 warps per tile).
     let p = qkc::codegen::lower::Plan::new(k);
     if source == PtxSource::Qkc && qkc::codegen::lower::mma::MmaPlan::new(&p).is_some() {
-        for stage in [false, true] {
+        for (tag, mma, stage, split) in [
+            ("mma off", false, false, 4),
+            ("mma at every M", true, false, 4),
+            ("mma staged, split 2", true, true, 2),
+        ] {
             let o = GpuOptions {
-                mma: true,
+                mma,
                 mma_stage: stage,
+                mma_split: split,
+                mma_min_m: 1,
                 ..GpuOptions::for_kernel(k)
             };
             fails.extend(
                 check_with(dev, k, seed ^ 0x55, source, Some(o))
                     .into_iter()
-                    .map(|e| format!("[mma, stage {stage}] {e}")),
+                    .map(|e| format!("[{tag}] {e}")),
             );
         }
     }

@@ -165,14 +165,16 @@ fn every_kernel_assembles_with_ptxas() {
                 ("_m4", bucket(4)),
                 ("_m1_staged", staged),
             ];
-            // The tensor-core GEMV (mma.sync, off by default) where it applies.
+            // The tensor-core GEMV (mma.sync; M >= 2 by default) where it applies: the
+            // 8-row bucket, and the M = 1 bucket with the path forced on.
             if qkc::codegen::lower::mma::MmaPlan::new(&qkc::codegen::lower::Plan::new(k)).is_some()
             {
+                variants.push(("_m8_mma", bucket(8)));
                 variants.push((
-                    "_m8_mma",
+                    "_m1_mma",
                     GpuOptions {
-                        mma: true,
-                        ..bucket(8)
+                        mma_min_m: 1,
+                        ..bucket(1)
                     },
                 ));
             }

@@ -61,19 +61,29 @@ fn shapes() -> Vec<(u64, u64, u64)> {
 
 fn options(k: &Kernel) -> Vec<(&'static str, GpuOptions)> {
     let d = GpuOptions::for_kernel(k);
-    // The tensor-core path (f16, K % 128 == 0; off by default) in the `mma*` variants.
+    // The tensor-core path (f16, K % 128 == 0, M >= 2 by default) also at M = 1 in the
+    // `mma*` variants: 4 warps per tile splitting K (the default), 2 (staged, and with
+    // 64-thread blocks), and 1 (each warp its own tile); `mma_off` is the SIMT GEMV.
     let full = GpuOptions {
-        mma: true,
+        mma_min_m: 1,
         ..d.clone()
     };
     vec![
         ("default", d.clone()),
-        ("mma", full.clone()),
+        ("mma_all_m", full.clone()),
+        (
+            "mma_off",
+            GpuOptions {
+                mma: false,
+                ..d.clone()
+            },
+        ),
         (
             "mma_staged_chunks2",
             GpuOptions {
                 mma_stage: true,
                 mma_chunks: 2,
+                mma_split: 2,
                 ..full.clone()
             },
         ),
@@ -82,6 +92,7 @@ fn options(k: &Kernel) -> Vec<(&'static str, GpuOptions)> {
             GpuOptions {
                 mma_chunks: 1,
                 block: 64,
+                mma_split: 2,
                 ..full.clone()
             },
         ),
@@ -90,6 +101,8 @@ fn options(k: &Kernel) -> Vec<(&'static str, GpuOptions)> {
             GpuOptions {
                 mma_chunks: 3,
                 max_m: Some(1),
+                mma_split: 1,
+                mma_min_m: 1,
                 ..full.clone()
             },
         ),
@@ -307,10 +320,11 @@ fn mma_path_applies_every_scale_kind() {
     let prog = qkc_dsl::compile("scales.qk", src).expect("compiles");
     let k = &prog.kernels[0];
     let mut fails = Vec::new();
-    for stage in [false, true] {
+    for (stage, split) in [(false, 4), (false, 1), (true, 2)] {
         let o = GpuOptions {
-            mma: true,
+            mma_min_m: 1,
             mma_stage: stage,
+            mma_split: split,
             ..GpuOptions::for_kernel(k)
         };
         let f = lower_gpu(k, &o);
@@ -324,7 +338,7 @@ fn mma_path_applies_every_scale_kind() {
             .enumerate()
         {
             if let Err(e) = run_case(k, &f, m, n, kk, 40 + i as u64) {
-                fails.push(format!("[stage {stage}] {e}"));
+                fails.push(format!("[stage {stage}, split {split}] {e}"));
             }
         }
     }

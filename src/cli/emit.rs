@@ -25,6 +25,10 @@ pub struct EmitArgs {
     /// `--target hip`: compile with hipcc and print registers, spills, occupancy, v_dot4.
     #[arg(long)]
     pub report: bool,
+    /// `--target ptx`: the function the CUDA runtime runs for M up to this bound
+    /// (1, 2, 4 or 8: its M bucket); default: the kernel's own bound.
+    #[arg(long)]
+    pub max_m: Option<u64>,
 }
 
 pub fn run(a: &EmitArgs) -> miette::Result<()> {
@@ -139,7 +143,15 @@ fn emit_ptx(a: &EmitArgs, k: &qkc_dsl::ir::Kernel) -> miette::Result<()> {
     let name = a.arch.as_deref().unwrap_or("sm_90");
     let arch = Arch::parse(name)
         .ok_or_else(|| miette!("unknown PTX arch `{name}`; use sm_80 or sm_90"))?;
-    let f = qkc_codegen::lower::lower_gpu(k, &qkc_codegen::lower::GpuOptions::for_kernel(k));
+    let mut o = qkc_codegen::lower::GpuOptions::for_kernel(k);
+    if let Some(m) = a.max_m {
+        if !matches!(m, 1 | 2 | 4 | 8) {
+            return Err(miette!("--max-m {m}: the M buckets are 1, 2, 4 and 8"));
+        }
+        o.m_tiles = vec![m as u32];
+        o.max_m = Some(m);
+    }
+    let f = qkc_codegen::lower::lower_gpu(k, &o);
     let text = ptx::emit(&f, arch).map_err(|e| miette!("{e}"))?;
     match &a.output {
         Some(path) => {

@@ -615,7 +615,7 @@ fn count_stmts(body: &[Stmt], v: Var) -> usize {
                 src.iter().filter(|d| **d == v).count() + count_expr(offset, v)
             }
             m @ Stmt::Mma { .. } => m.named_vars().iter().filter(|x| **x == v).count(),
-            Stmt::WarpSync | Stmt::Comment(_) => 0,
+            Stmt::WarpSync | Stmt::BlockSync | Stmt::Comment(_) => 0,
         })
         .sum()
 }

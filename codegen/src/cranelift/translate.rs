@@ -189,6 +189,7 @@ fn check_refs(f: &Func) -> Result<(), CraneliftError> {
                 | Stmt::WarpSum(_)
                 | Stmt::StoreShared4 { .. }
                 | Stmt::WarpSync
+                | Stmt::BlockSync
                 | Stmt::Mma { .. } => {
                     return Err(CraneliftError::GpuOnly {
                         op: s.gpu_only().unwrap_or("gpu statement"),
@@ -1027,6 +1028,7 @@ impl Tr<'_, '_> {
             | Stmt::WarpSum(_)
             | Stmt::StoreShared4 { .. }
             | Stmt::WarpSync
+            | Stmt::BlockSync
             | Stmt::Mma { .. } => {
                 return Err(CraneliftError::GpuOnly {
                     op: s.gpu_only().unwrap_or("gpu statement"),

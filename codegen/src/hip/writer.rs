@@ -367,7 +367,7 @@ impl Scan {
                     }
                     self.assigned.extend(d);
                 }
-                Stmt::WarpSync | Stmt::Comment(_) => {}
+                Stmt::WarpSync | Stmt::BlockSync | Stmt::Comment(_) => {}
             }
         }
     }
@@ -1102,7 +1102,7 @@ impl<'a> FnWriter<'a> {
                     "for (int qk_off = 16; qk_off > 0; qk_off >>= 1) {name} = {name} + __shfl_xor({name}, qk_off, 32);"
                 ));
             }
-            Stmt::StoreShared4 { .. } | Stmt::WarpSync => {
+            Stmt::StoreShared4 { .. } | Stmt::WarpSync | Stmt::BlockSync => {
                 return self.unsupported("shared-memory staging (a PTX-only GEMV option)")
             }
             Stmt::Mma { .. } => {
@@ -1161,7 +1161,11 @@ impl<'a> FnWriter<'a> {
                 Stmt::LoadVec4 { offset, .. } | Stmt::StoreShared4 { offset, .. } => {
                     expr(offset, d)
                 }
-                Stmt::WarpSum(_) | Stmt::WarpSync | Stmt::Mma { .. } | Stmt::Comment(_) => false,
+                Stmt::WarpSum(_)
+                | Stmt::WarpSync
+                | Stmt::BlockSync
+                | Stmt::Mma { .. }
+                | Stmt::Comment(_) => false,
             })
         }
         stmts(&self.f.body, d)
@@ -1188,7 +1192,11 @@ impl<'a> FnWriter<'a> {
                 Stmt::Store { buf, index, value } => *buf == b || expr(index, b) || expr(value, b),
                 Stmt::LoadVec4 { buf, offset, .. } => *buf == b || expr(offset, b),
                 Stmt::StoreShared4 { offset, .. } => expr(offset, b),
-                Stmt::WarpSum(_) | Stmt::WarpSync | Stmt::Mma { .. } | Stmt::Comment(_) => false,
+                Stmt::WarpSum(_)
+                | Stmt::WarpSync
+                | Stmt::BlockSync
+                | Stmt::Mma { .. }
+                | Stmt::Comment(_) => false,
             })
         }
         stmts(&self.f.body, b)

@@ -263,7 +263,7 @@ fn check_func(f: &Func) -> Result<(), LlvmError> {
                     e(f, offset)?
                 }
                 Stmt::WarpSum(v) => var(v)?,
-                Stmt::StoreShared4 { .. } | Stmt::WarpSync => {
+                Stmt::StoreShared4 { .. } | Stmt::WarpSync | Stmt::BlockSync => {
                     return Err(LlvmError::Unsupported(
                         "shared-memory staging (a PTX-backend GEMV option)".into(),
                     ))
@@ -566,7 +566,7 @@ fn var_uses_stmt(v: Var, s: &Stmt) -> usize {
             src.iter().filter(|d| **d == v).count() + var_uses(v, offset)
         }
         m @ Stmt::Mma { .. } => m.named_vars().iter().filter(|x| **x == v).count(),
-        Stmt::WarpSync | Stmt::Comment(_) => 0,
+        Stmt::WarpSync | Stmt::BlockSync | Stmt::Comment(_) => 0,
     }
 }
 
@@ -598,6 +598,7 @@ fn small_fields(f: &Func) -> HashMap<Var, (u8, bool)> {
                 Stmt::Store { .. }
                 | Stmt::StoreShared4 { .. }
                 | Stmt::WarpSync
+                | Stmt::BlockSync
                 | Stmt::Comment(_) => {}
             }
         }
@@ -1926,7 +1927,7 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
                     "tensor-core matrix multiply-accumulate (a PTX-backend GEMV path)".into(),
                 ))
             }
-            Stmt::StoreShared4 { .. } | Stmt::WarpSync => {
+            Stmt::StoreShared4 { .. } | Stmt::WarpSync | Stmt::BlockSync => {
                 return Err(LlvmError::Unsupported(
                     "shared-memory staging (a PTX-backend GEMV option)".into(),
                 ))

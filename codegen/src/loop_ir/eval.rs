@@ -27,6 +27,8 @@ pub enum EvalError {
     DivergentMma { var: String, mask: u32 },
     #[error("unaligned 16-byte vector load of `{buf}` at byte {offset}")]
     Unaligned { buf: String, offset: i64 },
+    #[error("block_sync inside a loop or branch (it must be at the top level of the body)")]
+    NestedBlockSync,
     #[error("division by zero")]
     DivByZero,
     #[error("expected {expected} buffers, got {got}")]
@@ -68,8 +70,7 @@ struct Machine<'a> {
     /// vars[var][lane]
     vars: Vec<Vec<V>>,
     lanes: usize,
-    /// The block's shared memory as this warp sees it (each warp of the GPU
-    /// schedules uses its own region), poisoned at the start.
+    /// The block's shared memory (shared by its warps), poisoned at the start.
     shared: Vec<u8>,
     thread_base: i64,
     block: i64,
@@ -520,7 +521,10 @@ impl Machine<'_> {
                         let o = self.eval(offset, l)?.i();
                         self.shared_bytes(o, 16, "shared store")?;
                         for (i, s) in src.iter().enumerate() {
-                            let w = (self.vars[s.0 as usize][l].i() as i32).to_le_bytes();
+                            let w = match self.vars[s.0 as usize][l] {
+                                V::F(x) => x.to_bits().to_le_bytes(),
+                                V::I(x) => (x as i32).to_le_bytes(),
+                            };
                             let at = o as usize + 4 * i;
                             self.shared[at..at + 4].copy_from_slice(&w);
                         }
@@ -528,6 +532,8 @@ impl Machine<'_> {
                 }
                 // Lanes run in lockstep here: every store before the barrier is done.
                 Stmt::WarpSync => {}
+                // Top-level barriers split the body in `run`; one reached here is nested.
+                Stmt::BlockSync => return Err(EvalError::NestedBlockSync),
                 Stmt::Mma { d, a, b, c } => {
                     if mask != FULL || self.lanes != 32 {
                         return Err(EvalError::DivergentMma {
@@ -617,26 +623,41 @@ pub fn run(f: &Func, bufs: &mut [Vec<u8>], dims: &[i64]) -> Result<(), EvalError
             };
             let blocks = probe.eval(grid, 0)?.i();
             let warps = (*block as usize).div_ceil(32);
+            // The body between top-level barriers: every warp of a block runs one
+            // segment before any runs the next (each keeps its own variables).
+            let segments: Vec<&[Stmt]> = f.body.split(|s| matches!(s, Stmt::BlockSync)).collect();
+            let mut m = Machine {
+                f,
+                bufs,
+                dims,
+                vars: Vec::new(),
+                lanes: 32,
+                shared: Vec::new(),
+                thread_base: 0,
+                block: 0,
+                block_dim: *block as i64,
+            };
             for b in 0..blocks {
-                for w in 0..warps {
-                    let lanes = 32.min(*block as usize - w * 32);
-                    let mut m = Machine {
-                        f,
-                        bufs: &mut *bufs,
-                        dims,
-                        vars: vec![vec![V::I(0); lanes]; f.vars.len()],
-                        lanes,
-                        shared: vec![0xA5; f.shared_bytes],
-                        thread_base: (w * 32) as i64,
-                        block: b,
-                        block_dim: *block as i64,
-                    };
-                    let mask = if lanes >= 32 {
-                        FULL
-                    } else {
-                        (1u32 << lanes) - 1
-                    };
-                    m.exec(&f.body, mask)?;
+                m.block = b;
+                m.shared = vec![0xA5; f.shared_bytes];
+                let mut state: Vec<Vec<Vec<V>>> = (0..warps)
+                    .map(|w| vec![vec![V::I(0); 32.min(*block as usize - w * 32)]; f.vars.len()])
+                    .collect();
+                for seg in &segments {
+                    for (w, vars) in state.iter_mut().enumerate() {
+                        let lanes = 32.min(*block as usize - w * 32);
+                        m.lanes = lanes;
+                        m.thread_base = (w * 32) as i64;
+                        m.vars = std::mem::take(vars);
+                        let mask = if lanes >= 32 {
+                            FULL
+                        } else {
+                            (1u32 << lanes) - 1
+                        };
+                        let r = m.exec(seg, mask);
+                        *vars = std::mem::take(&mut m.vars);
+                        r?;
+                    }
                 }
             }
             Ok(())

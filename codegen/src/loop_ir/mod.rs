@@ -292,8 +292,8 @@ pub enum Stmt {
     /// GPU: replaces `var` in every lane of the warp with the sum over the warp's
     /// 32 lanes (all lanes must execute it).
     WarpSum(Var),
-    /// GPU: stores four `I32` variables (16 bytes) at a 16-aligned byte offset (`I32`)
-    /// of the block's shared memory.
+    /// GPU: stores four 32-bit variables (16 bytes; `I32` values or the bits of `F32`
+    /// ones) at a 16-aligned byte offset (`I32`) of the block's shared memory.
     StoreShared4 {
         offset: Expr,
         src: [Var; 4],
@@ -301,6 +301,11 @@ pub enum Stmt {
     /// GPU: every lane of the warp waits here, and the shared-memory writes of each
     /// are visible to all after it (`bar.warp.sync`).
     WarpSync,
+    /// GPU: every thread of the block waits here, and the shared-memory writes of each
+    /// are visible to all after it (`bar.sync 0`). Only at the top level of a
+    /// function's body (never inside a loop or branch), so that every thread reaches
+    /// it; the interpreter runs each block's warps up to it in turn.
+    BlockSync,
     /// GPU: the warp-wide matrix multiply-accumulate `D = A * B + C` of shape
     /// m16n8k16 with f16 `A` (16 x 16) and `B` (16 x 8), f32 `C` and `D` (16 x 8), in
     /// the fragment layout of PTX `mma.sync.aligned.m16n8k16.row.col`: lane `l`
@@ -398,6 +403,7 @@ impl Stmt {
             Stmt::WarpSum(_) => Some("warp_sum"),
             Stmt::StoreShared4 { .. } => Some("store_shared4"),
             Stmt::WarpSync => Some("warp_sync"),
+            Stmt::BlockSync => Some("block_sync"),
             Stmt::Mma { .. } => Some("mma"),
             _ => None,
         }

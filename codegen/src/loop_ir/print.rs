@@ -207,6 +207,7 @@ impl Func {
                     self.var_name(src[3])
                 )?,
                 Stmt::WarpSync => writeln!(out, "{pad}warp_sync")?,
+                Stmt::BlockSync => writeln!(out, "{pad}block_sync")?,
                 Stmt::Mma { d, a, b, c } => {
                     let names = |v: &[Var]| {
                         v.iter()

@@ -108,12 +108,12 @@ pub struct GpuOptions {
     /// of `bfe` and an integer-to-float conversion per weight (off: that path).
     pub float_magic: bool,
     /// Run f16-activation GEMVs (M ≤ 8, K a multiple of 128) on the tensor cores
-    /// ([`super::mma`]: `mma.sync` m16n8k16, 16 weight rows per warp, codes decoded to
-    /// f16 pairs exactly) where the layout allows. PTX only. Off by default: on an
-    /// H200 (3.5-bit, f16) it measured slower than the SIMT GEMV at M = 1 (84 us
-    /// against 64 at K x N 8192 x 28672; 149-225 against 64 at 28672 x 8192) and
-    /// about equal at M = 4 (108-110 against 107-108 at 8192 x 28672); it wins at
-    /// M = 8 (117 against 207).
+    /// ([`super::mma`]: `mma.sync` m16n8k16, 16 weight rows per tile, codes decoded to
+    /// f16 pairs exactly) where the layout allows and M ≥ [`Self::mma_min_m`]. PTX
+    /// only (HIP and LLVM-NVPTX lower with it off). On an H200 (3.5-bit, f16, 4 warps
+    /// splitting K per tile) it measured 84 and 82 us at M = 4 (K x N 8192 x 28672,
+    /// 28672 x 8192) against 108 and 114 for the SIMT GEMV, but 66-69 and 64 at M = 1
+    /// against 64 and 64.
     pub mma: bool,
     /// Chunks of 128 weights per row loaded ahead per iteration of the mma path (4
     /// measured best of 1, 2, 4, 8 on an H200).
@@ -124,6 +124,13 @@ pub struct GpuOptions {
     /// on an H200 (f16, M = 1, 4 chunks) 107 us against 84 at 8192 x 28672, 149
     /// against 155 at 28672 x 8192.
     pub mma_stage: bool,
+    /// Warps of a block that share each 16-row tile of the mma path, splitting its K
+    /// chunks (a divisor of the block's warps; 1: a warp per tile). Their partial sums
+    /// meet in shared memory after a block barrier.
+    pub mma_split: u32,
+    /// The smallest M that takes the mma path (a run-time test; functions whose
+    /// `max_m` is below it have no mma path). 2: at M = 1 the SIMT GEMV is as fast.
+    pub mma_min_m: u32,
 }
 
 impl GpuOptions {
@@ -145,9 +152,11 @@ impl GpuOptions {
             spread: true,
             prefetch: false,
             float_magic: true,
-            mma: false,
+            mma: true,
             mma_chunks: 4,
             mma_stage: false,
+            mma_split: 4,
+            mma_min_m: 2,
         }
     }
 }
@@ -387,7 +396,9 @@ pub fn lower(p: &Plan, m_max: u64, o: &GpuOptions) -> Func {
         })
         .clamp(1, 8) as usize;
     let mut gemv_grid = ceil_div(dim(dn), wpb * rpw as i64);
-    let mma_plan = if gemv && o.mma {
+    let mut after_sync = Vec::new();
+    let split = super::mma::split_of(o.mma_split, wpb);
+    let mma_plan = if gemv && o.mma && o.max_m.is_none_or(|m| m >= u64::from(o.mma_min_m)) {
         super::mma::MmaPlan::new(p)
     } else {
         None
@@ -436,13 +447,25 @@ pub fn lower(p: &Plan, m_max: u64, o: &GpuOptions) -> Func {
         );
         if let Some(mp) = &mma_plan {
             let chunks = super::mma::chunks_in_flight(mp, o.mma_chunks as usize, o.mma_stage);
-            f.notes.push(mp.describe(chunks, wpb, o.mma_stage));
-            let mm = super::mma::body(&mut f, p, mp, wpb, chunks, o.mma_stage);
-            let on = super::mma::applies(p, mp, o.mma_stage);
+            f.notes.push(mp.describe(chunks, wpb, split, o.mma_stage));
+            let mm = super::mma::body(&mut f, p, mp, wpb, split, chunks, o.mma_stage);
+            let on = super::mma::applies(p, mp, o.mma_stage, o.mma_min_m);
+            if !mm.after_sync.is_empty() {
+                let cond = if generic {
+                    bin(BinOp::And, on.clone(), cmp(CmpOp::Le, dim(dm), i64c(8)))
+                } else {
+                    on.clone()
+                };
+                after_sync.push(Stmt::BlockSync);
+                after_sync.push(Stmt::If {
+                    cond,
+                    then: mm.after_sync,
+                });
+            }
             g = vec![
                 Stmt::If {
                     cond: on.clone(),
-                    then: mm,
+                    then: mm.warps,
                 },
                 Stmt::If {
                     cond: cmp(CmpOp::Eq, on.clone(), i32c(0)),
@@ -451,7 +474,7 @@ pub fn lower(p: &Plan, m_max: u64, o: &GpuOptions) -> Func {
             ];
             gemv_grid = Expr::Select(
                 Box::new(on),
-                Box::new(super::mma::grid(p, wpb)),
+                Box::new(super::mma::grid(p, wpb, split)),
                 Box::new(gemv_grid),
             );
         }
@@ -490,6 +513,8 @@ pub fn lower(p: &Plan, m_max: u64, o: &GpuOptions) -> Func {
         ),
     };
     f.launch = Launch::Gpu { grid, block };
+    // The barrier and what follows it stay at the top level (every thread reaches it).
+    body.extend(after_sync);
     f.body = body;
     f
 }

@@ -205,9 +205,9 @@ impl MmaPlan {
     }
 
     /// A one-line description for the function's notes.
-    pub fn describe(&self, chunks: usize, wpb: i64, stage: bool) -> String {
+    pub fn describe(&self, chunks: usize, wpb: i64, split: i64, stage: bool) -> String {
         format!(
-            "schedule gpu mma (M <= 8, K % {CHUNK} == 0): mma.sync m16n8k16 f16 -> f32, {ROWS} weight rows per warp, {wpb} warps per block, weights as A and activation rows as B columns; each lane decodes {PIECE} weights ({} bits, {} words{}) of 2 rows per chunk of {CHUNK} in {} windows, codes to f16 pairs by exponent magic and hfma2, {chunks} chunks in flight{}",
+            "schedule gpu mma (M <= 8, K % {CHUNK} == 0): mma.sync m16n8k16 f16 -> f32, {ROWS} weight rows per tile, {wpb} warps per block, {split} warp(s) per tile splitting K (partials added in shared memory after a block barrier), weights as A and activation rows as B columns; each lane decodes {PIECE} weights ({} bits, {} words{}) of 2 rows per chunk of {CHUNK} in {} windows, codes to f16 pairs by exponent magic and hfma2, {chunks} chunks in flight{}",
             self.piece_bits,
             self.words,
             if self.shifted { ", funnel-aligned" } else { "" },
@@ -491,25 +491,48 @@ fn step(
     out
 }
 
-/// The body of the mma path (all lanes of a warp take the same branches).
+/// The mma path's statements: what each warp runs, and (when the warps of a tile
+/// split K) what runs after a block barrier to add their partial sums.
+pub struct MmaBody {
+    pub warps: Vec<Stmt>,
+    /// Empty when every warp owns its tile (`split` 1).
+    pub after_sync: Vec<Stmt>,
+}
+
+/// The body of the mma path (all lanes of a warp take the same branches). `split`
+/// warps share each tile of [`ROWS`] rows (a divisor of `wpb`, see [`split_of`]): warp `q` of a tile
+/// covers chunks `q * C / split .. (q + 1) * C / split` of the `C` chunks and leaves
+/// its accumulators in shared memory; after the barrier the block's threads add the
+/// `split` partials of each output and store it.
 pub fn body(
     f: &mut Func,
     p: &Plan,
     mp: &MmaPlan,
     wpb: i64,
+    split: i64,
     in_flight: usize,
     stage: bool,
-) -> Vec<Stmt> {
+) -> MmaBody {
     let (dm, dn, dk) = (p.m, p.n, p.k);
+    let tpb = wpb / split;
     let mut out = Vec::new();
     let o = &mut out;
     let lane32 = let_var(f, o, "mlane", Ty::I32, Expr::Special(Special::LaneId));
     let g = let_var(f, o, "mgq", Ty::I32, bin(BinOp::Shr, var(lane32), i32c(2)));
     let t = let_var(f, o, "mtq", Ty::I32, bin(BinOp::And, var(lane32), i32c(3)));
-    let warp = bin(BinOp::Shr, Expr::Special(Special::ThreadIdx), i32c(5));
+    let warp = let_var(
+        f,
+        o,
+        "mwi",
+        Ty::I64,
+        cast(
+            Ty::I64,
+            bin(BinOp::Shr, Expr::Special(Special::ThreadIdx), i32c(5)),
+        ),
+    );
     let tile = add(
-        mul(cast(Ty::I64, Expr::Special(Special::BlockIdx)), i64c(wpb)),
-        cast(Ty::I64, warp),
+        mul(cast(Ty::I64, Expr::Special(Special::BlockIdx)), i64c(tpb)),
+        div(var(warp), i64c(split)),
     );
     let n0v = let_var(f, o, "mn0", Ty::I64, mul(tile, i64c(ROWS as i64)));
     let mut inner = Vec::new();
@@ -665,18 +688,43 @@ pub fn body(
         ms: ms_loaded,
         stage,
     };
+    // This warp's chunks: all of them, or its part of the tile's (parts begin at
+    // multiples of the `u` chunks per iteration, which keeps staged loads aligned; the
+    // last part also takes the remainder).
+    let (first_c, end_c) = if split > 1 {
+        let part = sub(var(warp), mul(div(var(warp), i64c(split)), i64c(split)));
+        let q = let_var(f, o, "mpart", Ty::I64, part);
+        let steps = div(var(chunks), i64c(u as i64));
+        let at = |q: Expr| mul(div(mul(q, steps.clone()), i64c(split)), i64c(u as i64));
+        let lo = let_var(f, o, "mclo", Ty::I64, at(var(q)));
+        let hi = Expr::Select(
+            Box::new(cmp(CmpOp::Eq, var(q), i64c(split - 1))),
+            Box::new(var(chunks)),
+            Box::new(at(add(var(q), i64c(1)))),
+        );
+        let hi = let_var(f, o, "mchi", Ty::I64, hi);
+        (lo, hi)
+    } else {
+        (let_var(f, o, "mclo", Ty::I64, i64c(0)), chunks)
+    };
     let c = f.var("mc", Ty::I64);
     let main_end = let_var(
         f,
         o,
         "mmain",
         Ty::I64,
-        mul(div(var(chunks), i64c(u as i64)), i64c(u as i64)),
+        add(
+            var(first_c),
+            mul(
+                div(sub(var(end_c), var(first_c)), i64c(u as i64)),
+                i64c(u as i64),
+            ),
+        ),
     );
     let main = step(f, p, mp, &lane, c, u, true, groups, &acc);
     o.push(Stmt::For {
         var: c,
-        start: i64c(0),
+        start: var(first_c),
         end: var(main_end),
         step: u as i64,
         kind: LoopKind::Serial,
@@ -688,11 +736,36 @@ pub fn body(
         o.push(Stmt::For {
             var: c1,
             start: var(main_end),
-            end: var(chunks),
+            end: var(end_c),
             step: 1,
             kind: LoopKind::Serial,
             body: tail,
         });
+    }
+    if split > 1 {
+        // Partials: lane l of warp w at shared bytes base + 16 (32 w + l).
+        let base = f.shared_bytes.next_multiple_of(16) as i64;
+        f.shared_bytes = (base + wpb * 32 * 16) as usize;
+        let at = add(
+            i32c(base),
+            mul(
+                add(mul(cast(Ty::I32, var(warp)), i32c(32)), var(lane32)),
+                i32c(16),
+            ),
+        );
+        o.push(Stmt::StoreShared4 {
+            offset: at,
+            src: acc,
+        });
+        out.push(Stmt::If {
+            cond: cmp(CmpOp::Lt, var(n0v), dim(dn)),
+            then: inner,
+        });
+        let after_sync = reduce_partials(f, p, base, tpb, split, wpb);
+        return MmaBody {
+            warps: out,
+            after_sync,
+        };
     }
     for (i, &a) in acc.iter().enumerate() {
         let (row, m) = (rows[i / 2], ms[i % 2]);
@@ -718,6 +791,110 @@ pub fn body(
         cond: cmp(CmpOp::Lt, var(n0v), dim(dn)),
         then: inner,
     });
+    MmaBody {
+        warps: out,
+        after_sync: Vec::new(),
+    }
+}
+
+/// After the barrier: thread `e` of the block (and `e + block`, ...) adds the `split`
+/// partials of output `e` (tile `e / 128`, row `e % 128 / 8`, activation row `e % 8`:
+/// accumulator `2 (r / 8) + m % 2` of lane `4 (r % 8) + m / 2` in the `mma` layout)
+/// and stores it with the outer scales.
+fn reduce_partials(f: &mut Func, p: &Plan, base: i64, tpb: i64, split: i64, wpb: i64) -> Vec<Stmt> {
+    let (dm, dn) = (p.m, p.n);
+    let mut out = Vec::new();
+    let e64 = f.var("mre", Ty::I64);
+    let mut body = Vec::new();
+    let b = &mut body;
+    let e = let_var(f, b, "mre32", Ty::I32, cast(Ty::I32, var(e64)));
+    let tl = let_var(f, b, "mrtile", Ty::I32, bin(BinOp::Shr, var(e), i32c(7)));
+    let r = let_var(
+        f,
+        b,
+        "mrrow",
+        Ty::I32,
+        bin(BinOp::And, bin(BinOp::Shr, var(e), i32c(3)), i32c(15)),
+    );
+    let m = let_var(f, b, "mrm", Ty::I32, bin(BinOp::And, var(e), i32c(7)));
+    let slot = let_var(
+        f,
+        b,
+        "mrslot",
+        Ty::I32,
+        add(
+            i32c(base),
+            add(
+                mul(
+                    add(
+                        mul(bin(BinOp::And, var(r), i32c(7)), i32c(4)),
+                        bin(BinOp::Shr, var(m), i32c(1)),
+                    ),
+                    i32c(16),
+                ),
+                mul(
+                    add(
+                        mul(bin(BinOp::Shr, var(r), i32c(3)), i32c(2)),
+                        bin(BinOp::And, var(m), i32c(1)),
+                    ),
+                    i32c(4),
+                ),
+            ),
+        ),
+    );
+    let n = let_var(
+        f,
+        b,
+        "mrn",
+        Ty::I64,
+        add(
+            mul(
+                add(
+                    mul(cast(Ty::I64, Expr::Special(Special::BlockIdx)), i64c(tpb)),
+                    cast(Ty::I64, var(tl)),
+                ),
+                i64c(ROWS as i64),
+            ),
+            cast(Ty::I64, var(r)),
+        ),
+    );
+    let m64 = let_var(f, b, "mrm64", Ty::I64, cast(Ty::I64, var(m)));
+    let mut then = Vec::new();
+    let sum = (0..split).fold(None, |acc: Option<Expr>, q| {
+        let warp = mul(var(tl), i32c(split));
+        let at = add(var(slot), mul(add(warp, i32c(q)), i32c(32 * 16)));
+        let v = Expr::FromBits(Box::new(Expr::LoadShared(Box::new(at))));
+        Some(match acc {
+            Some(a) => add(a, v),
+            None => v,
+        })
+    });
+    let sum = let_var(f, &mut then, "mrsum", Ty::F32, sum.unwrap_or(f32c(0.0)));
+    let value = match outer_scale(p, &var(m64), &var(n)) {
+        Some(s) => mul(var(sum), s),
+        None => var(sum),
+    };
+    then.push(Stmt::Store {
+        buf: p.out,
+        index: add(mul(var(m64), dim(dn)), var(n)),
+        value,
+    });
+    b.push(Stmt::If {
+        cond: bin(
+            BinOp::And,
+            cmp(CmpOp::Lt, var(n), dim(dn)),
+            cmp(CmpOp::Lt, var(m64), dim(dm)),
+        ),
+        then,
+    });
+    out.push(Stmt::For {
+        var: e64,
+        start: cast(Ty::I64, Expr::Special(Special::ThreadIdx)),
+        end: i64c(tpb * ROWS as i64 * 8),
+        step: wpb * 32,
+        kind: LoopKind::Serial,
+        body,
+    });
     out
 }
 
@@ -734,14 +911,21 @@ pub fn chunks_in_flight(mp: &MmaPlan, want: usize, stage: bool) -> usize {
     }
 }
 
-/// The run-time condition of the path (`I32`): K a multiple of [`CHUNK`] and, when
-/// staging, rows of a multiple of 16 bytes (16-byte vector loads).
-pub fn applies(p: &Plan, mp: &MmaPlan, stage: bool) -> Expr {
-    let k_ok = cmp(
+/// The run-time condition of the path (`I32`): K a multiple of [`CHUNK`], M at least
+/// `min_m` and, when staging, rows of a multiple of 16 bytes (16-byte vector loads).
+pub fn applies(p: &Plan, mp: &MmaPlan, stage: bool, min_m: u32) -> Expr {
+    let mut k_ok = cmp(
         CmpOp::Eq,
         bin(BinOp::And, dim(p.k), i64c(CHUNK as i64 - 1)),
         i64c(0),
     );
+    if min_m > 1 {
+        k_ok = bin(
+            BinOp::And,
+            k_ok,
+            cmp(CmpOp::Le, i64c(i64::from(min_m)), dim(p.m)),
+        );
+    }
     if !stage || mp.chunk_bytes() % 16 == 0 {
         return k_ok;
     }
@@ -753,9 +937,20 @@ pub fn applies(p: &Plan, mp: &MmaPlan, stage: bool) -> Expr {
     )
 }
 
-/// Blocks of the path's grid: one warp per [`ROWS`] weight rows.
-pub fn grid(p: &Plan, wpb: i64) -> Expr {
-    ceil_div(dim(p.n), ROWS as i64 * wpb)
+/// The warps per tile that `want` asks for with `wpb` warps per block: `want` when it
+/// divides `wpb`, else 1.
+pub fn split_of(want: u32, wpb: i64) -> i64 {
+    let s = i64::from(want.max(1));
+    if wpb % s == 0 {
+        s
+    } else {
+        1
+    }
+}
+
+/// Blocks of the path's grid: `split` warps per [`ROWS`] weight rows.
+pub fn grid(p: &Plan, wpb: i64, split: i64) -> Expr {
+    ceil_div(dim(p.n), ROWS as i64 * (wpb / split))
 }
 
 #[cfg(test)]

@@ -1107,11 +1107,12 @@ impl Tx<'_> {
                     .map(|v| self.vars[v.0 as usize].clone())
                     .collect();
                 self.w.ins(format!(
-                    "st.shared.v4.u32 [{a}], {{{}, {}, {}, {}}}",
+                    "st.shared.v4.b32 [{a}], {{{}, {}, {}, {}}}",
                     s[0], s[1], s[2], s[3]
                 ));
             }
             Stmt::WarpSync => self.w.ins("bar.warp.sync -1"),
+            Stmt::BlockSync => self.w.ins("bar.sync 0"),
             Stmt::Mma { d, a, b, c } => {
                 let regs = |vs: &[Var]| {
                     vs.iter()
