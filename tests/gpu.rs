@@ -73,7 +73,7 @@ fn shapes() -> Vec<(u64, u64, u64)> {
 
 fn check_kernel(dev: &Arc<CudaDevice>, k: &Kernel, seed: u64, source: PtxSource) -> Vec<String> {
     let mut fails = check_with(dev, k, seed, source, None);
-    // Where the tensor-core GEMV applies (the default runs it for M >= 2): the SIMT
+    // Where the tensor-core GEMV applies (the default runs it for M >= 3): the SIMT
     // GEMV at every M, and the tensor-core path at every M too, loading directly
     // (4 warps per tile) and staged (2 warps per tile).
     let p = qkc::codegen::lower::Plan::new(k);

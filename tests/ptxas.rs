@@ -165,7 +165,7 @@ fn every_kernel_assembles_with_ptxas() {
                 ("_m4", bucket(4)),
                 ("_m1_staged", staged),
             ];
-            // The tensor-core GEMV (mma.sync; M >= 2 by default) where it applies: the
+            // The tensor-core GEMV (mma.sync; M >= 3 by default) where it applies: the
             // 8-row bucket, and the M = 1 bucket with the path forced on.
             if qkc::codegen::lower::mma::MmaPlan::new(&qkc::codegen::lower::Plan::new(k)).is_some()
             {

@@ -61,7 +61,7 @@ fn shapes() -> Vec<(u64, u64, u64)> {
 
 fn options(k: &Kernel) -> Vec<(&'static str, GpuOptions)> {
     let d = GpuOptions::for_kernel(k);
-    // The tensor-core path (f16, K % 128 == 0, M >= 2 by default) also at M = 1 in the
+    // The tensor-core path (f16, K % 128 == 0, M >= 3 by default) also at M = 1 in the
     // `mma*` variants: 4 warps per tile splitting K (the default), 2 (staged, and with
     // 64-thread blocks), and 1 (each warp its own tile); `mma_off` is the SIMT GEMV.
     let full = GpuOptions {

@@ -110,10 +110,11 @@ pub struct GpuOptions {
     /// Run f16-activation GEMVs (M ≤ 8, K a multiple of 128) on the tensor cores
     /// ([`super::mma`]: `mma.sync` m16n8k16, 16 weight rows per tile, codes decoded to
     /// f16 pairs exactly) where the layout allows and M ≥ [`Self::mma_min_m`]. PTX
-    /// only (HIP and LLVM-NVPTX lower with it off). On an H200 (3.5-bit, f16, 4 warps
-    /// splitting K per tile) it measured 84 and 82 us at M = 4 (K x N 8192 x 28672,
-    /// 28672 x 8192) against 108 and 114 for the SIMT GEMV, but 66-69 and 64 at M = 1
-    /// against 64 and 64.
+    /// only (HIP and LLVM-NVPTX lower with it off). Measured on an H200 (3.5-bit, f16,
+    /// 4 warps splitting K per tile, `docs/bench/gpu_f16_simt_vs_mma_split.txt`), us,
+    /// mma against SIMT: M = 4: 86.7/108.4 (K x N 8192 x 28672), 82.0/114.1 (28672 x
+    /// 8192); M = 8: 92.8/208.4, 87.1/213.9; M = 2: 78.5/80.7, 100.8/82.7; M = 1 (forced):
+    /// 65.6-68.9/64.0, 64.7/64.2.
     pub mma: bool,
     /// Chunks of 128 weights per row loaded ahead per iteration of the mma path (4
     /// measured best of 1, 2, 4, 8 on an H200).
@@ -129,7 +130,8 @@ pub struct GpuOptions {
     /// meet in shared memory after a block barrier.
     pub mma_split: u32,
     /// The smallest M that takes the mma path (a run-time test; functions whose
-    /// `max_m` is below it have no mma path). 2: at M = 1 the SIMT GEMV is as fast.
+    /// `max_m` is below it have no mma path). 3: at M = 1 the SIMT GEMV is as fast and
+    /// at M = 2 faster on some shapes (see [`Self::mma`]).
     pub mma_min_m: u32,
 }
 
@@ -156,7 +158,7 @@ impl GpuOptions {
             mma_chunks: 4,
             mma_stage: false,
             mma_split: 4,
-            mma_min_m: 2,
+            mma_min_m: 3,
         }
     }
 }
@@ -398,7 +400,7 @@ pub fn lower(p: &Plan, m_max: u64, o: &GpuOptions) -> Func {
     let mut gemv_grid = ceil_div(dim(dn), wpb * rpw as i64);
     let mut after_sync = Vec::new();
     let split = super::mma::split_of(o.mma_split, wpb);
-    let mma_plan = if gemv && o.mma && o.max_m.is_none_or(|m| m >= u64::from(o.mma_min_m)) {
+    let mma_plan = if gemv && o.mma && m_max >= u64::from(o.mma_min_m) {
         super::mma::MmaPlan::new(p)
     } else {
         None
