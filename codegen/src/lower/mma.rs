@@ -618,16 +618,6 @@ pub fn body(
         let span = u as i64 * cb;
         let pitch = span + 16;
         let per_row = span / 16;
-        let warp = let_var(
-            f,
-            o,
-            "mwarp",
-            Ty::I64,
-            cast(
-                Ty::I64,
-                bin(BinOp::Shr, Expr::Special(Special::ThreadIdx), i32c(5)),
-            ),
-        );
         let region = let_var(f, o, "mregion", Ty::I64, mul(var(warp), i64c(16 * pitch)));
         let vecs = (0..span / 32)
             .map(|j| {
