@@ -1,13 +1,13 @@
 //! The tensor-core GEMV path: f16 activations, M ≤ 8, PTX `mma.sync` m16n8k16.
 //!
-//! The weights are the `A` operand (16 weight rows per warp), the activations the `B`
+//! The weights are the `A` operand (16 weight rows per tile), the activations the `B`
 //! operand (its 8 columns are the 8 activation rows: M = 1..8 cost one `mma` alike),
 //! and the f32 accumulators `C` hold 16 rows x 8 activation rows. Per step the warp
 //! covers 128 weights of each of its 16 rows ("a chunk", inside one scale group):
 //!
 //! ```text
-//! lane (g = lane / 4, t = lane % 4) of warp w owns weight rows n0 = 16 w + g, n0 + 8
-//! and, in every chunk, its "piece": weights 32 t .. 32 t + 32 of the chunk
+//! lane (g = lane / 4, t = lane % 4) of a warp of tile w owns weight rows n0 = 16 w + g,
+//! n0 + 8 and, in every chunk of its part of K, its "piece": weights 32 t .. 32 t + 32
 //!   words  = the piece's 32-bit words (aligned loads; a funnel shift by the piece's
 //!            bit offset in its first word when pieces do not start on words)
 //!   window = 32 bits of the piece holding two codes 14..18 bits apart
@@ -19,6 +19,10 @@
 //!   acc += C * group scale (per weight row, per activation row)
 //! lane stores acc for rows n0, n0 + 8 and activation rows 2t, 2t + 1 (when < N, < M)
 //! ```
+//!
+//! With split K (`split` warps per tile, the default 4) each warp covers a part of the
+//! chunks and writes `acc` to shared memory instead; after a top-level block barrier the
+//! block's threads add the parts of each output and store it ([`MmaBody::after_sync`]).
 //!
 //! Each lane supplies different weights to the same logical `k` slots of `A` and `B`
 //! (pairs of weights of its own piece), which the dot product does not see: slot order
