@@ -371,13 +371,7 @@ pub fn emit_module(
 pub fn lower_kernel(k: &Kernel, opts: &HipOptions) -> KernelSpec {
     let func = match opts.schedule {
         // No `mma.sync` on AMD: the SIMT GEMV serves every shape.
-        Schedule::Gpu => lower_gpu(
-            k,
-            &GpuOptions {
-                mma: false,
-                ..GpuOptions::for_kernel(k)
-            },
-        ),
+        Schedule::Gpu => lower_gpu(k, &GpuOptions::without_mma(k)),
         Schedule::Portable => lower_cpu(k, &CpuOptions::for_kernel(k)),
     };
     KernelSpec::from_kernel(k, func)

@@ -161,6 +161,15 @@ impl GpuOptions {
             mma_min_m: 3,
         }
     }
+
+    /// [`Self::for_kernel`] for backends without `mma.sync` (HIP, LLVM's AMDGPU and
+    /// NVPTX targets): the tensor-core path off.
+    pub fn without_mma(k: &Kernel) -> GpuOptions {
+        GpuOptions {
+            mma: false,
+            ..GpuOptions::for_kernel(k)
+        }
+    }
 }
 
 /// The vector path's lane chunk: `weights` consecutive weights (a multiple of 16, one
