@@ -9,7 +9,7 @@
 //!     [--copies 8] [--iters 200] [--peak 4.24] [--no-check] [--dump-ptx DIR]
 //!     [--backend qkc,llvm] [--block 128,256] [--unroll 2,4,8] [--chunk auto,32] [--min-blocks 0,12]
 //!     [--masked-tail 1,0] [--rows 0,1,2,4] [--stage 0,1] [--spread 1,0] [--prefetch 1,0] [--magic 1,0]
-//!     [--mma 0,1,2 (off, on for M >= 3 (the default), on for every M)] [--mma-chunks 1,2,4] [--mma-stage 1,0] [--mma-split 1,2,4]
+//!     [--mma 0,1,2 (off, on for M >= 3 (the default), on for every M)] [--mma-chunks 1,2,4] [--mma-stage 0,1,2 (direct, through registers, cp.async)] [--mma-split 1,2,4]
 //!     [--peers peers.csv] [--csv out.csv] [--svg out.svg]
 //!     (a sweep over lowerings; --min-blocks sets `.minnctapersm`, 0 = none;
 //!     --masked-tail 0 runs the remaining chunks one per lane instead of one masked
@@ -24,7 +24,7 @@
 //! variant and the peers against the read ceiling. `benches/gpu/run.sh` runs it all.
 
 use half::{bf16, f16};
-use qkc::codegen::lower::GpuOptions;
+use qkc::codegen::lower::{GpuOptions, MmaLoads};
 use qkc::codegen::ptx::PtxOptions;
 use qkc::dsl::host::{HostBuf, Rng};
 use qkc::dsl::interp;
@@ -299,7 +299,11 @@ fn real_main() -> Result<(), String> {
                         float_magic: magic != 0,
                         mma: if mma == u32::MAX { base.mma } else { mma != 0 },
                         mma_min_m: if mma == 2 { 1 } else { base.mma_min_m },
-                        mma_stage: mma_stage != 0,
+                        mma_loads: match mma_stage {
+                            0 => MmaLoads::Direct,
+                            1 => MmaLoads::Shared,
+                            _ => MmaLoads::Async,
+                        },
                         mma_split: if mma_split == 0 {
                             base.mma_split
                         } else {
@@ -343,8 +347,10 @@ fn real_main() -> Result<(), String> {
                             (_, 0) => Some("mma".to_string()),
                             (_, c) => Some(format!("mma chunks {c}")),
                         },
-                        (mma != 0 && mma != u32::MAX && mma_stage != 0)
+                        (mma != 0 && mma != u32::MAX && mma_stage == 1)
                             .then(|| "mma staged".to_string()),
+                        (mma != 0 && mma != u32::MAX && mma_stage > 1)
+                            .then(|| "mma cp.async".to_string()),
                         (mma != 0 && mma_split != 0).then(|| format!("mma split {mma_split}")),
                     ]
                     .into_iter()

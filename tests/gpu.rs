@@ -14,7 +14,7 @@ mod gpu_common;
 use std::sync::Arc;
 
 use gpu_common::*;
-use qkc::codegen::lower::GpuOptions;
+use qkc::codegen::lower::{GpuOptions, MmaLoads};
 use qkc::runtime::cuda::{CudaDevice, CudaKernel, CudaOptions, PtxSource};
 use qkc_dsl::host::random_inputs;
 use qkc_dsl::ir::Kernel;
@@ -75,17 +75,19 @@ fn check_kernel(dev: &Arc<CudaDevice>, k: &Kernel, seed: u64, source: PtxSource)
     let mut fails = check_with(dev, k, seed, source, None);
     // Where the tensor-core GEMV applies (the default runs it for M >= 3): the SIMT
     // GEMV at every M, and the tensor-core path at every M too, loading directly
-    // (4 warps per tile) and staged (2 warps per tile).
+    // (4 warps per tile), staged through registers (2 warps per tile) and copied to
+    // shared memory by cp.async (4 warps per tile).
     let p = qkc::codegen::lower::Plan::new(k);
     if source == PtxSource::Qkc && qkc::codegen::lower::mma::MmaPlan::new(&p).is_some() {
-        for (tag, mma, stage, split) in [
-            ("mma off", false, false, 4),
-            ("mma at every M", true, false, 4),
-            ("mma staged, split 2", true, true, 2),
+        for (tag, mma, loads, split) in [
+            ("mma off", false, MmaLoads::Direct, 4),
+            ("mma at every M", true, MmaLoads::Direct, 4),
+            ("mma staged, split 2", true, MmaLoads::Shared, 2),
+            ("mma cp.async", true, MmaLoads::Async, 4),
         ] {
             let o = GpuOptions {
                 mma,
-                mma_stage: stage,
+                mma_loads: loads,
                 mma_split: split,
                 mma_min_m: 1,
                 ..GpuOptions::for_kernel(k)

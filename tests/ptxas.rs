@@ -166,7 +166,8 @@ fn every_kernel_assembles_with_ptxas() {
                 ("_m1_staged", staged),
             ];
             // The tensor-core GEMV (mma.sync; M >= 3 by default) where it applies: the
-            // 8-row bucket, and the M = 1 bucket with the path forced on.
+            // 8-row bucket, and the M = 1 bucket with the path forced on, loading
+            // directly and with cp.async copies into shared memory.
             if qkc::codegen::lower::mma::MmaPlan::new(&qkc::codegen::lower::Plan::new(k)).is_some()
             {
                 variants.push(("_m8_mma", bucket(8)));
@@ -174,6 +175,14 @@ fn every_kernel_assembles_with_ptxas() {
                     "_m1_mma",
                     GpuOptions {
                         mma_min_m: 1,
+                        ..bucket(1)
+                    },
+                ));
+                variants.push((
+                    "_m1_mma_async",
+                    GpuOptions {
+                        mma_min_m: 1,
+                        mma_loads: qkc::codegen::lower::MmaLoads::Async,
                         ..bucket(1)
                     },
                 ));

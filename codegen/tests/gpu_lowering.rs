@@ -9,7 +9,7 @@ mod gpu_common;
 
 use gpu_common::*;
 use qkc_codegen::loop_ir::{eval, Func};
-use qkc_codegen::lower::{lower_gpu, GpuOptions};
+use qkc_codegen::lower::{lower_gpu, GpuOptions, MmaLoads};
 use qkc_dsl::host::random_inputs;
 use qkc_dsl::ir::Kernel;
 
@@ -62,7 +62,8 @@ fn shapes() -> Vec<(u64, u64, u64)> {
 fn options(k: &Kernel) -> Vec<(&'static str, GpuOptions)> {
     let d = GpuOptions::for_kernel(k);
     // The tensor-core path (f16, K % 128 == 0, M >= 3 by default) also at M = 1 in the
-    // `mma*` variants: 4 warps per tile splitting K (the default), 2 (staged, and with
+    // `mma*` variants: 4 warps per tile splitting K (the default, and with the weights
+    // copied to shared memory by cp.async), 2 (staged through registers, and with
     // 64-thread blocks), and 1 (each warp its own tile); `mma_off` is the SIMT GEMV.
     let full = GpuOptions {
         mma_min_m: 1,
@@ -81,9 +82,16 @@ fn options(k: &Kernel) -> Vec<(&'static str, GpuOptions)> {
         (
             "mma_staged_chunks2",
             GpuOptions {
-                mma_stage: true,
+                mma_loads: MmaLoads::Shared,
                 mma_chunks: 2,
                 mma_split: 2,
+                ..full.clone()
+            },
+        ),
+        (
+            "mma_async",
+            GpuOptions {
+                mma_loads: MmaLoads::Async,
                 ..full.clone()
             },
         ),
@@ -320,10 +328,15 @@ fn mma_path_applies_every_scale_kind() {
     let prog = qkc_dsl::compile("scales.qk", src).expect("compiles");
     let k = &prog.kernels[0];
     let mut fails = Vec::new();
-    for (stage, split) in [(false, 4), (false, 1), (true, 2)] {
+    for (loads, split) in [
+        (MmaLoads::Direct, 4),
+        (MmaLoads::Direct, 1),
+        (MmaLoads::Shared, 2),
+        (MmaLoads::Async, 4),
+    ] {
         let o = GpuOptions {
             mma_min_m: 1,
-            mma_stage: stage,
+            mma_loads: loads,
             mma_split: split,
             ..GpuOptions::for_kernel(k)
         };
@@ -338,7 +351,7 @@ fn mma_path_applies_every_scale_kind() {
             .enumerate()
         {
             if let Err(e) = run_case(k, &f, m, n, kk, 40 + i as u64) {
-                fails.push(format!("[stage {stage}, split {split}] {e}"));
+                fails.push(format!("[{loads:?}, split {split}] {e}"));
             }
         }
     }

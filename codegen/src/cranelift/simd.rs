@@ -35,7 +35,7 @@ use cranelift_frontend::Variable;
 
 use super::translate::{mem_flags, Tr};
 use super::CraneliftError;
-use crate::loop_ir::{Elem, Expr, Func, Stmt, Ty, Var};
+use crate::loop_ir::{AsyncOp, Elem, Expr, Func, Stmt, Ty, Var};
 
 /// Where a code variable's value came from: a constant-position bit field of `word`.
 #[derive(Clone, Copy, Debug)]
@@ -615,7 +615,10 @@ fn count_stmts(body: &[Stmt], v: Var) -> usize {
                 src.iter().filter(|d| **d == v).count() + count_expr(offset, v)
             }
             m @ Stmt::Mma { .. } => m.named_vars().iter().filter(|x| **x == v).count(),
-            Stmt::WarpSync | Stmt::BlockSync | Stmt::Comment(_) => 0,
+            Stmt::Async(AsyncOp::Copy16 { shared, offset, .. }) => {
+                count_expr(shared, v) + count_expr(offset, v)
+            }
+            Stmt::Async(_) | Stmt::WarpSync | Stmt::BlockSync | Stmt::Comment(_) => 0,
         })
         .sum()
 }

@@ -190,6 +190,7 @@ fn check_refs(f: &Func) -> Result<(), CraneliftError> {
                 | Stmt::StoreShared4 { .. }
                 | Stmt::WarpSync
                 | Stmt::BlockSync
+                | Stmt::Async(_)
                 | Stmt::Mma { .. } => {
                     return Err(CraneliftError::GpuOnly {
                         op: s.gpu_only().unwrap_or("gpu statement"),
@@ -1029,6 +1030,7 @@ impl Tr<'_, '_> {
             | Stmt::StoreShared4 { .. }
             | Stmt::WarpSync
             | Stmt::BlockSync
+            | Stmt::Async(_)
             | Stmt::Mma { .. } => {
                 return Err(CraneliftError::GpuOnly {
                     op: s.gpu_only().unwrap_or("gpu statement"),

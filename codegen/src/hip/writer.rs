@@ -17,7 +17,9 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt::Write;
 
 use super::{Dot4Kind, HipError, HipOptions, KernelSpec};
-use crate::loop_ir::{BinOp, CmpOp, Elem, Expr, Func, Launch, LoopKind, Special, Stmt, Ty, Var};
+use crate::loop_ir::{
+    AsyncOp, BinOp, CmpOp, Elem, Expr, Func, Launch, LoopKind, Special, Stmt, Ty, Var,
+};
 
 /// Helpers, in the order they are printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -367,7 +369,7 @@ impl Scan {
                     }
                     self.assigned.extend(d);
                 }
-                Stmt::WarpSync | Stmt::BlockSync | Stmt::Comment(_) => {}
+                Stmt::WarpSync | Stmt::BlockSync | Stmt::Async(_) | Stmt::Comment(_) => {}
             }
         }
     }
@@ -1102,7 +1104,7 @@ impl<'a> FnWriter<'a> {
                     "for (int qk_off = 16; qk_off > 0; qk_off >>= 1) {name} = {name} + __shfl_xor({name}, qk_off, 32);"
                 ));
             }
-            Stmt::StoreShared4 { .. } | Stmt::WarpSync | Stmt::BlockSync => {
+            Stmt::StoreShared4 { .. } | Stmt::WarpSync | Stmt::BlockSync | Stmt::Async(_) => {
                 return self.unsupported("shared-memory staging (a PTX-only GEMV option)")
             }
             Stmt::Mma { .. } => {
@@ -1161,7 +1163,11 @@ impl<'a> FnWriter<'a> {
                 Stmt::LoadVec4 { offset, .. } | Stmt::StoreShared4 { offset, .. } => {
                     expr(offset, d)
                 }
-                Stmt::WarpSum(_)
+                Stmt::Async(AsyncOp::Copy16 { shared, offset, .. }) => {
+                    expr(shared, d) || expr(offset, d)
+                }
+                Stmt::Async(_)
+                | Stmt::WarpSum(_)
                 | Stmt::WarpSync
                 | Stmt::BlockSync
                 | Stmt::Mma { .. }
@@ -1192,7 +1198,13 @@ impl<'a> FnWriter<'a> {
                 Stmt::Store { buf, index, value } => *buf == b || expr(index, b) || expr(value, b),
                 Stmt::LoadVec4 { buf, offset, .. } => *buf == b || expr(offset, b),
                 Stmt::StoreShared4 { offset, .. } => expr(offset, b),
-                Stmt::WarpSum(_)
+                Stmt::Async(AsyncOp::Copy16 {
+                    shared,
+                    buf,
+                    offset,
+                }) => *buf == b || expr(shared, b) || expr(offset, b),
+                Stmt::Async(_)
+                | Stmt::WarpSum(_)
                 | Stmt::WarpSync
                 | Stmt::BlockSync
                 | Stmt::Mma { .. }

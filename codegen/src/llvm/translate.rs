@@ -48,7 +48,9 @@ use inkwell::{AddressSpace, FloatPredicate, IntPredicate};
 
 use super::targets::{Dot4Impl, Flavor, Lowering};
 use super::LlvmError;
-use crate::loop_ir::{BinOp, CmpOp, Elem, Expr, Func, Launch, LoopKind, Special, Stmt, Ty, Var};
+use crate::loop_ir::{
+    AsyncOp, BinOp, CmpOp, Elem, Expr, Func, Launch, LoopKind, Special, Stmt, Ty, Var,
+};
 
 /// Status codes returned by CPU functions (the Cranelift backend's values).
 pub(crate) const STATUS_OK: u64 = 0;
@@ -263,7 +265,7 @@ fn check_func(f: &Func) -> Result<(), LlvmError> {
                     e(f, offset)?
                 }
                 Stmt::WarpSum(v) => var(v)?,
-                Stmt::StoreShared4 { .. } | Stmt::WarpSync | Stmt::BlockSync => {
+                Stmt::StoreShared4 { .. } | Stmt::WarpSync | Stmt::BlockSync | Stmt::Async(_) => {
                     return Err(LlvmError::Unsupported(
                         "shared-memory staging (a PTX-backend GEMV option)".into(),
                     ))
@@ -566,7 +568,10 @@ fn var_uses_stmt(v: Var, s: &Stmt) -> usize {
             src.iter().filter(|d| **d == v).count() + var_uses(v, offset)
         }
         m @ Stmt::Mma { .. } => m.named_vars().iter().filter(|x| **x == v).count(),
-        Stmt::WarpSync | Stmt::BlockSync | Stmt::Comment(_) => 0,
+        Stmt::Async(AsyncOp::Copy16 { shared, offset, .. }) => {
+            var_uses(v, shared) + var_uses(v, offset)
+        }
+        Stmt::Async(_) | Stmt::WarpSync | Stmt::BlockSync | Stmt::Comment(_) => 0,
     }
 }
 
@@ -599,6 +604,7 @@ fn small_fields(f: &Func) -> HashMap<Var, (u8, bool)> {
                 | Stmt::StoreShared4 { .. }
                 | Stmt::WarpSync
                 | Stmt::BlockSync
+                | Stmt::Async(_)
                 | Stmt::Comment(_) => {}
             }
         }
@@ -1927,7 +1933,7 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
                     "tensor-core matrix multiply-accumulate (a PTX-backend GEMV path)".into(),
                 ))
             }
-            Stmt::StoreShared4 { .. } | Stmt::WarpSync | Stmt::BlockSync => {
+            Stmt::StoreShared4 { .. } | Stmt::WarpSync | Stmt::BlockSync | Stmt::Async(_) => {
                 return Err(LlvmError::Unsupported(
                     "shared-memory staging (a PTX-backend GEMV option)".into(),
                 ))

@@ -29,6 +29,8 @@ pub enum EvalError {
     Unaligned { buf: String, offset: i64 },
     #[error("block_sync inside a loop or branch (it must be at the top level of the body)")]
     NestedBlockSync,
+    #[error("lane {lane} reached a block barrier or the end with asynchronous copies in flight (no cp_async_wait covers them)")]
+    AsyncInFlight { lane: usize },
     #[error("division by zero")]
     DivByZero,
     #[error("expected {expected} buffers, got {got}")]
@@ -75,6 +77,22 @@ struct Machine<'a> {
     thread_base: i64,
     block: i64,
     block_dim: i64,
+    /// Per lane: asynchronous copies not yet committed, then committed groups in
+    /// order (shared offset and bytes), held back until a wait covers them.
+    copies: Vec<LaneCopies>,
+}
+
+/// A lane's asynchronous copies in flight (see [`AsyncOp`]).
+#[derive(Clone, Debug, Default)]
+struct LaneCopies {
+    open: Vec<(usize, [u8; 16])>,
+    groups: std::collections::VecDeque<Vec<(usize, [u8; 16])>>,
+}
+
+impl LaneCopies {
+    fn in_flight(&self) -> bool {
+        !self.open.is_empty() || self.groups.iter().any(|g| !g.is_empty())
+    }
 }
 
 const FULL: u32 = u32::MAX;
@@ -390,6 +408,51 @@ impl Machine<'_> {
         (0..lanes).filter(move |l| mask >> l & 1 == 1)
     }
 
+    /// One asynchronous-copy operation on the active lanes: a copy reads its source
+    /// now (the weights are read-only) and writes shared memory at the wait that
+    /// covers its group.
+    fn exec_async(&mut self, op: &AsyncOp, mask: u32) -> Result<(), EvalError> {
+        if self.copies.len() < self.lanes {
+            self.copies.resize(self.lanes, LaneCopies::default());
+        }
+        for l in self.active(mask).collect::<Vec<_>>() {
+            match op {
+                AsyncOp::Copy16 {
+                    shared,
+                    buf,
+                    offset,
+                } => {
+                    let sh = self.eval(shared, l)?.i();
+                    self.shared_bytes(sh, 16, "cp_async16 destination")?;
+                    let o = self.eval(offset, l)?.i();
+                    if o % 16 != 0 {
+                        return Err(EvalError::Unaligned {
+                            buf: self.f.bufs[*buf].name.clone(),
+                            offset: o,
+                        });
+                    }
+                    let mut b = [0u8; 16];
+                    b.copy_from_slice(self.bytes(*buf, o, 16, "cp_async16 source")?);
+                    self.copies[l].open.push((sh as usize, b));
+                }
+                AsyncOp::Commit => {
+                    let c = &mut self.copies[l];
+                    let g = std::mem::take(&mut c.open);
+                    c.groups.push_back(g);
+                }
+                AsyncOp::Wait(n) => {
+                    while self.copies[l].groups.len() > *n as usize {
+                        let g = self.copies[l].groups.pop_front().unwrap_or_default();
+                        for (at, b) in g {
+                            self.shared[at..at + 16].copy_from_slice(&b);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn exec(&mut self, body: &[Stmt], mask: u32) -> Result<(), EvalError> {
         if mask == 0 {
             return Ok(());
@@ -532,6 +595,7 @@ impl Machine<'_> {
                 }
                 // Lanes run in lockstep here: every store before the barrier is done.
                 Stmt::WarpSync => {}
+                Stmt::Async(op) => self.exec_async(op, mask)?,
                 // Top-level barriers split the body in `run`; one reached here is nested.
                 Stmt::BlockSync => return Err(EvalError::NestedBlockSync),
                 Stmt::Mma { d, a, b, c } => {
@@ -606,6 +670,7 @@ pub fn run(f: &Func, bufs: &mut [Vec<u8>], dims: &[i64]) -> Result<(), EvalError
                 thread_base: 0,
                 block: 0,
                 block_dim: 1,
+                copies: Vec::new(),
             };
             m.exec(&f.body, 1)
         }
@@ -620,6 +685,7 @@ pub fn run(f: &Func, bufs: &mut [Vec<u8>], dims: &[i64]) -> Result<(), EvalError
                 thread_base: 0,
                 block: 0,
                 block_dim: *block as i64,
+                copies: Vec::new(),
             };
             let blocks = probe.eval(grid, 0)?.i();
             let warps = (*block as usize).div_ceil(32);
@@ -636,6 +702,7 @@ pub fn run(f: &Func, bufs: &mut [Vec<u8>], dims: &[i64]) -> Result<(), EvalError
                 thread_base: 0,
                 block: 0,
                 block_dim: *block as i64,
+                copies: Vec::new(),
             };
             for b in 0..blocks {
                 m.block = b;
@@ -657,6 +724,11 @@ pub fn run(f: &Func, bufs: &mut [Vec<u8>], dims: &[i64]) -> Result<(), EvalError
                         let r = m.exec(seg, mask);
                         *vars = std::mem::take(&mut m.vars);
                         r?;
+                        // Copies may not outlive a barrier or the kernel.
+                        if let Some(lane) = m.copies.iter().position(LaneCopies::in_flight) {
+                            return Err(EvalError::AsyncInFlight { lane });
+                        }
+                        m.copies.clear();
                     }
                 }
             }
@@ -683,4 +755,110 @@ pub fn byte_perm(src: u64, sel: u16) -> u32 {
         let from = u32::from(sel >> (4 * i)) & 7;
         r | (((src >> (8 * from)) as u32 & 0xff) << (8 * i))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::build::*;
+    use super::*;
+
+    /// A one-warp kernel: lane `l` copies bytes `16 l ..` of `src` to shared byte
+    /// `16 l`, runs `between`, then stores the first word of lane `31 - l`'s slot to
+    /// `out[l]` (after a warp barrier), then runs `after`.
+    fn copy_kernel(between: Vec<Stmt>, after: Vec<Stmt>) -> Func {
+        let bufs = vec![
+            Buf {
+                name: "src".into(),
+                elem: Elem::I32,
+                output: false,
+            },
+            Buf {
+                name: "out".into(),
+                elem: Elem::I32,
+                output: true,
+            },
+        ];
+        let mut f = Func::new(
+            "copies",
+            bufs,
+            Vec::new(),
+            Launch::Gpu {
+                grid: i64c(1),
+                block: 32,
+            },
+        );
+        f.shared_bytes = 512;
+        let lane = f.var("lane", Ty::I32);
+        f.body.push(Stmt::Let(lane, Expr::Special(Special::LaneId)));
+        f.body.push(Stmt::Async(AsyncOp::Copy16 {
+            shared: mul(var(lane), i32c(16)),
+            buf: 0,
+            offset: cast(Ty::I64, mul(var(lane), i32c(16))),
+        }));
+        f.body.extend(between);
+        f.body.push(Stmt::WarpSync);
+        f.body.push(Stmt::Store {
+            buf: 1,
+            index: cast(Ty::I64, var(lane)),
+            value: Expr::LoadShared(Box::new(mul(sub(i32c(31), var(lane)), i32c(16)))),
+        });
+        f.body.extend(after);
+        f
+    }
+
+    fn run_copies(f: &Func) -> Result<Vec<i32>, EvalError> {
+        let src: Vec<u8> = (0..128i32)
+            .flat_map(|i| (i * 7 + 1).to_le_bytes())
+            .collect();
+        let mut bufs = vec![src, vec![0u8; 128]];
+        run(f, &mut bufs, &[])?;
+        Ok(bufs[1]
+            .chunks(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+
+    /// Copies land at the wait that covers their group (and other lanes see them
+    /// after a warp barrier); before it, shared memory holds its old bytes.
+    #[test]
+    fn async_copies_land_at_their_wait() {
+        let waited = copy_kernel(
+            vec![Stmt::Async(AsyncOp::Commit), Stmt::Async(AsyncOp::Wait(0))],
+            Vec::new(),
+        );
+        let got = run_copies(&waited).unwrap();
+        let want: Vec<i32> = (0..32).map(|l| (4 * (31 - l)) * 7 + 1).collect();
+        assert_eq!(got, want);
+
+        // Waiting for all but one group leaves the only group in flight: the read sees
+        // the poison, and the copy is still in flight at the end.
+        let early = copy_kernel(
+            vec![Stmt::Async(AsyncOp::Commit), Stmt::Async(AsyncOp::Wait(1))],
+            vec![Stmt::Async(AsyncOp::Wait(0))],
+        );
+        let got = run_copies(&early).unwrap();
+        assert!(got.iter().all(|&v| v == 0xA5A5_A5A5u32 as i32), "{got:?}");
+    }
+
+    /// A copy never waited for (or never committed) is an error, as is a misaligned
+    /// or out-of-bounds one.
+    #[test]
+    fn async_copies_in_flight_or_out_of_bounds_are_errors() {
+        let never = copy_kernel(vec![Stmt::Async(AsyncOp::Commit)], Vec::new());
+        assert_eq!(
+            run_copies(&never),
+            Err(EvalError::AsyncInFlight { lane: 0 })
+        );
+        let uncommitted = copy_kernel(vec![Stmt::Async(AsyncOp::Wait(0))], Vec::new());
+        assert_eq!(
+            run_copies(&uncommitted),
+            Err(EvalError::AsyncInFlight { lane: 0 })
+        );
+        let mut past = copy_kernel(Vec::new(), Vec::new());
+        past.shared_bytes = 256;
+        assert!(matches!(
+            run_copies(&past),
+            Err(EvalError::OutOfBounds { .. })
+        ));
+    }
 }

@@ -306,6 +306,9 @@ pub enum Stmt {
     /// function's body (never inside a loop or branch), so that every thread reaches
     /// it; the interpreter runs each block's warps up to it in turn.
     BlockSync,
+    /// GPU: an asynchronous copy from global to shared memory or its bookkeeping
+    /// (PTX `cp.async`, sm_80 and later).
+    Async(AsyncOp),
     /// GPU: the warp-wide matrix multiply-accumulate `D = A * B + C` of shape
     /// m16n8k16 with f16 `A` (16 x 16) and `B` (16 x 8), f32 `C` and `D` (16 x 8), in
     /// the fragment layout of PTX `mma.sync.aligned.m16n8k16.row.col`: lane `l`
@@ -323,6 +326,27 @@ pub enum Stmt {
         c: [Var; 4],
     },
     Comment(String),
+}
+
+/// The operations of asynchronous global-to-shared copies, per lane (PTX
+/// `cp.async.cg`, `cp.async.commit_group`, `cp.async.wait_group`). A lane's copies
+/// land in shared memory only by a `Wait` that covers their group; other lanes see
+/// them after a later [`Stmt::WarpSync`] (or [`Stmt::BlockSync`]). The interpreter
+/// holds the bytes back until then, so a read before the wait sees the old contents,
+/// and a lane that reaches a barrier or the end with copies in flight is an error.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AsyncOp {
+    /// Starts a copy of the 16 bytes at a 16-aligned byte offset (`I64`) of `buf` to a
+    /// 16-aligned byte offset (`I32`) of the block's shared memory.
+    Copy16 {
+        shared: Expr,
+        buf: usize,
+        offset: Expr,
+    },
+    /// Closes the lane's copies started since the last commit into a group.
+    Commit,
+    /// Waits until at most this many of the lane's committed groups are in flight.
+    Wait(u32),
 }
 
 /// How a function is launched.
@@ -405,6 +429,7 @@ impl Stmt {
             Stmt::WarpSync => Some("warp_sync"),
             Stmt::BlockSync => Some("block_sync"),
             Stmt::Mma { .. } => Some("mma"),
+            Stmt::Async(_) => Some("cp_async"),
             _ => None,
         }
     }

@@ -208,6 +208,19 @@ impl Func {
                 )?,
                 Stmt::WarpSync => writeln!(out, "{pad}warp_sync")?,
                 Stmt::BlockSync => writeln!(out, "{pad}block_sync")?,
+                Stmt::Async(AsyncOp::Copy16 {
+                    shared,
+                    buf,
+                    offset,
+                }) => writeln!(
+                    out,
+                    "{pad}cp_async16(shared {}, {} + {})",
+                    self.expr_str(shared),
+                    self.bufs[*buf].name,
+                    self.expr_str(offset)
+                )?,
+                Stmt::Async(AsyncOp::Commit) => writeln!(out, "{pad}cp_async_commit")?,
+                Stmt::Async(AsyncOp::Wait(n)) => writeln!(out, "{pad}cp_async_wait({n})")?,
                 Stmt::Mma { d, a, b, c } => {
                     let names = |v: &[Var]| {
                         v.iter()

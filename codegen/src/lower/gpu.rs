@@ -119,12 +119,13 @@ pub struct GpuOptions {
     /// Chunks of 128 weights per row loaded ahead per iteration of the mma path (4
     /// measured best of 1, 2, 4, 8 on an H200).
     pub mma_chunks: u32,
-    /// Stage the mma path's weights through shared memory (16-byte loads over the
-    /// warp's 16 rows, then each lane reads its pieces; when rows are a multiple of 16
-    /// bytes) instead of each lane loading its pieces' words directly. Off by default:
-    /// on an H200 (f16, M = 1, 4 chunks) 107 us against 84 at 8192 x 28672, 149
-    /// against 155 at 28672 x 8192.
-    pub mma_stage: bool,
+    /// How the mma path's lanes get their weights ([`super::mma::MmaLoads`]): each its
+    /// pieces' words directly (the default), or the warp's 16 rows as 16-byte vectors
+    /// through shared memory (when rows are a multiple of 16 bytes), by loads and
+    /// stores or by double-buffered `cp.async` copies. Register staging measured
+    /// slower on an H200 (f16, M = 1, 4 chunks, before split K: 107 us against 84 at
+    /// 8192 x 28672, 149 against 155 at 28672 x 8192).
+    pub mma_loads: super::mma::MmaLoads,
     /// Warps of a block that share each 16-row tile of the mma path, splitting its K
     /// chunks (a divisor of the block's warps; 1: a warp per tile). Their partial sums
     /// meet in shared memory after a block barrier.
@@ -156,7 +157,7 @@ impl GpuOptions {
             float_magic: true,
             mma: true,
             mma_chunks: 4,
-            mma_stage: false,
+            mma_loads: super::mma::MmaLoads::Direct,
             mma_split: 4,
             mma_min_m: 3,
         }
@@ -457,10 +458,11 @@ pub fn lower(p: &Plan, m_max: u64, o: &GpuOptions) -> Func {
             o.float_magic,
         );
         if let Some(mp) = &mma_plan {
-            let chunks = super::mma::chunks_in_flight(mp, o.mma_chunks as usize, o.mma_stage);
-            f.notes.push(mp.describe(chunks, wpb, split, o.mma_stage));
-            let mm = super::mma::body(&mut f, p, mp, wpb, split, chunks, o.mma_stage);
-            let on = super::mma::applies(p, mp, o.mma_stage, o.mma_min_m);
+            let (loads, chunks) =
+                super::mma::loads_and_chunks(mp, o.mma_chunks as usize, o.mma_loads, wpb);
+            f.notes.push(mp.describe(chunks, wpb, split, loads));
+            let mm = super::mma::body(&mut f, p, mp, wpb, split, chunks, loads);
+            let on = super::mma::applies(p, mp, loads.staged(), o.mma_min_m);
             if !mm.after_sync.is_empty() {
                 let cond = if generic {
                     bin(BinOp::And, on.clone(), cmp(CmpOp::Le, dim(dm), i64c(8)))

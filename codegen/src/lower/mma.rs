@@ -43,7 +43,7 @@ use super::scales::{group_scale, outer_scale};
 use super::unpack::unit_stride_bits;
 use super::Plan;
 use crate::loop_ir::build::*;
-use crate::loop_ir::{BinOp, CmpOp, Elem, Expr, Func, LoopKind, Special, Stmt, Ty, Var};
+use crate::loop_ir::{AsyncOp, BinOp, CmpOp, Elem, Expr, Func, LoopKind, Special, Stmt, Ty, Var};
 
 /// Weights of a row per warp step (4 lanes of a quad x [`PIECE`]).
 pub const CHUNK: usize = 128;
@@ -51,6 +51,28 @@ pub const CHUNK: usize = 128;
 const PIECE: usize = 32;
 /// Weight rows per warp (the `mma` M dimension).
 pub const ROWS: usize = 16;
+
+/// How the lanes get their pieces' words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum MmaLoads {
+    /// Each lane loads its pieces' 32-bit words from global memory.
+    #[default]
+    Direct,
+    /// The warp loads its rows' spans as 16-byte vectors into registers, stores them to
+    /// shared memory and each lane reads its pieces' words back.
+    Shared,
+    /// As `Shared`, but the vectors go straight to shared memory by asynchronous copies
+    /// (`cp.async`, no staging registers), double-buffered: an iteration's copies are
+    /// in flight while the previous iteration's words are decoded.
+    Async,
+}
+
+impl MmaLoads {
+    /// Whether the weights go through shared memory.
+    pub fn staged(self) -> bool {
+        self != MmaLoads::Direct
+    }
+}
 
 /// Two codes decoded into one packed f16 pair.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -209,17 +231,18 @@ impl MmaPlan {
     }
 
     /// A one-line description for the function's notes.
-    pub fn describe(&self, chunks: usize, wpb: i64, split: i64, stage: bool) -> String {
+    pub fn describe(&self, chunks: usize, wpb: i64, split: i64, loads: MmaLoads) -> String {
         format!(
             "schedule gpu mma (M <= 8, K % {CHUNK} == 0): mma.sync m16n8k16 f16 -> f32, {ROWS} weight rows per tile, {wpb} warps per block, {split} warp(s) per tile splitting K (partials added in shared memory after a block barrier), weights as A and activation rows as B columns; each lane decodes {PIECE} weights ({} bits, {} words{}) of 2 rows per chunk of {CHUNK} in {} windows, codes to f16 pairs by exponent magic and hfma2, {chunks} chunks in flight{}",
             self.piece_bits,
             self.words,
             if self.shifted { ", funnel-aligned" } else { "" },
             self.windows.len(),
-            if stage {
-                ", weights staged through shared memory (16-byte loads)"
-            } else {
-                ""
+            match loads {
+                MmaLoads::Direct => "",
+                MmaLoads::Shared => ", weights staged through shared memory (16-byte loads)",
+                MmaLoads::Async =>
+                    ", weights copied to shared memory by cp.async (16-byte copies, double-buffered)",
             }
         )
     }
@@ -279,7 +302,10 @@ struct Lane {
 /// (rows `pitch` bytes apart), and then reads its pieces' words from there.
 struct Stage {
     pitch: i64,
-    /// Per vector: global byte offset (row start + vector, chunk 0) and shared offset.
+    /// Byte offset of the tile's first row.
+    tile: Var,
+    /// Per vector (`I32`): global byte offset from `tile` (row start + vector, chunk 0)
+    /// and shared offset.
     vecs: Vec<(Var, Var)>,
     /// Shared byte offset of the lane's piece in row n0 (chunk 0).
     read: Var,
@@ -295,6 +321,7 @@ fn step(
     c: Var,
     count: usize,
     staged: bool,
+    buf_off: Option<Var>,
     groups: Var,
     acc: &[Var; 4],
 ) -> Vec<Stmt> {
@@ -304,16 +331,21 @@ fn step(
     let mut words = Vec::new();
     let mut xs = Vec::new();
     let staged = lane.stage.as_ref().filter(|_| staged);
+    let mut reads: Vec<Vec<Stmt>> = vec![Vec::new(); count];
     let mut vregs = Vec::new();
     // Staged: 16-byte loads of the warp's row spans (read back from shared memory
-    // below); direct: each lane loads its pieces' words.
-    if let Some(st) = staged {
+    // below; with asynchronous copies the caller started them an iteration ahead);
+    // direct: each lane loads its pieces' words.
+    if let Some(st) = staged.filter(|_| buf_off.is_none()) {
         for (j, &(g, _)) in st.vecs.iter().enumerate() {
             let dst = [0, 1, 2, 3].map(|i| i32v(f, &format!("mv{j}_{i}")));
             out.push(Stmt::LoadVec4 {
                 dst,
                 buf: p.weight,
-                offset: add(var(g), mul(var(c), i64c(cb))),
+                offset: add(
+                    add(var(st.tile), cast(Ty::I64, var(g))),
+                    mul(var(c), i64c(cb)),
+                ),
             });
             vregs.push(dst);
         }
@@ -356,26 +388,38 @@ fn step(
         xs.push(x);
     }
     if let Some(st) = staged {
-        // Every lane has read the previous iteration's words before they are replaced.
-        out.push(Stmt::WarpSync);
-        for (j, &(_, sh)) in st.vecs.iter().enumerate() {
-            out.push(Stmt::StoreShared4 {
-                offset: cast(Ty::I32, var(sh)),
-                src: vregs[j],
-            });
+        if buf_off.is_some() {
+            // This iteration's copies (the older of the two groups in flight) have
+            // landed, for every lane.
+            out.push(Stmt::Async(AsyncOp::Wait(1)));
+        } else {
+            // Every lane has read the previous iteration's words before they are
+            // replaced.
+            out.push(Stmt::WarpSync);
+            for (j, &(_, sh)) in st.vecs.iter().enumerate() {
+                out.push(Stmt::StoreShared4 {
+                    offset: var(sh),
+                    src: vregs[j],
+                });
+            }
         }
         out.push(Stmt::WarpSync);
-        for u in 0..count {
+        let read = match buf_off {
+            Some(b) => add(var(st.read), cast(Ty::I64, var(b))),
+            None => var(st.read),
+        };
+        // Each chunk's words are read just before its decode (short-lived registers).
+        for (u, pre) in reads.iter_mut().enumerate() {
             let mut rw = Vec::new();
             for r in 0..2 {
                 let ws = (0..mp.words)
                     .map(|i| {
                         let off = add(
-                            var(st.read),
+                            read.clone(),
                             i64c(8 * r as i64 * st.pitch + u as i64 * cb + 4 * i as i64),
                         );
                         let e = Expr::LoadShared(Box::new(cast(Ty::I32, off)));
-                        let_var(f, &mut out, &format!("mw{u}_{r}_{i}"), Ty::I32, e)
+                        let_var(f, pre, &format!("mw{u}_{r}_{i}"), Ty::I32, e)
                     })
                     .collect::<Vec<_>>();
                 rw.push(ws);
@@ -383,7 +427,8 @@ fn step(
             words.push(rw);
         }
     }
-    for u in 0..count {
+    for (u, pre) in reads.into_iter().enumerate() {
+        out.extend(pre);
         // A operands: both rows' pairs.
         let mut apairs = Vec::new();
         for (r, ws) in words[u].iter().enumerate() {
@@ -503,7 +548,8 @@ pub struct MmaBody {
     pub after_sync: Vec<Stmt>,
 }
 
-/// The body of the mma path (all lanes of a warp take the same branches). `split`
+/// The body of the mma path (all lanes of a warp take the same branches), with
+/// `in_flight` chunks per iteration and `loads` as [`loads_and_chunks`] resolved them. `split`
 /// warps share each tile of [`ROWS`] rows (a divisor of `wpb`, see [`split_of`]): warp `q` of a tile
 /// covers chunks `q * C / split .. (q + 1) * C / split` of the `C` chunks and leaves
 /// its accumulators in shared memory; after the barrier the block's threads add the
@@ -515,7 +561,7 @@ pub fn body(
     wpb: i64,
     split: i64,
     in_flight: usize,
-    stage: bool,
+    loads: MmaLoads,
 ) -> MmaBody {
     let (dm, dn, dk) = (p.m, p.n, p.k);
     let tpb = wpb / split;
@@ -617,12 +663,21 @@ pub fn body(
     });
     let acc = [0, 1, 2, 3].map(|i| let_var(f, o, &format!("macc{i}"), Ty::F32, f32c(0.0)));
     let cb = mp.chunk_bytes();
-    let u = chunks_in_flight(mp, in_flight, stage);
-    let stage = stage.then(|| {
+    let u = in_flight.max(1);
+    // Asynchronous copies: two buffers per warp, one being filled while the other is
+    // read.
+    let buffers = if loads == MmaLoads::Async { 2 } else { 1 };
+    let stage = loads.staged().then(|| {
         let span = u as i64 * cb;
         let pitch = span + 16;
         let per_row = span / 16;
-        let region = let_var(f, o, "mregion", Ty::I64, mul(var(warp), i64c(16 * pitch)));
+        let region = let_var(
+            f,
+            o,
+            "mregion",
+            Ty::I64,
+            mul(var(warp), i64c(buffers * 16 * pitch)),
+        );
         let vecs = (0..span / 32)
             .map(|j| {
                 let v = add(cast(Ty::I64, var(lane32)), i64c(32 * j));
@@ -640,24 +695,18 @@ pub fn body(
                     Ty::I64,
                     sub(v, mul(var(row), i64c(per_row))),
                 );
+                // Rows past N load row N - 1 (at or after the tile's first row).
                 let grow = bin(BinOp::Min, add(var(n0v), var(row)), sub(dim(dn), i64c(1)));
-                let g = let_var(
-                    f,
-                    o,
-                    &format!("mvg{j}"),
-                    Ty::I64,
-                    add(mul(grow, var(row_bytes)), mul(var(q), i64c(16))),
+                let rel = add(
+                    mul(sub(grow, var(n0v)), var(row_bytes)),
+                    mul(var(q), i64c(16)),
                 );
-                let sh = let_var(
-                    f,
-                    o,
-                    &format!("mvs{j}"),
-                    Ty::I64,
-                    add(
-                        var(region),
-                        add(mul(var(row), i64c(pitch)), mul(var(q), i64c(16))),
-                    ),
+                let g = let_var(f, o, &format!("mvg{j}"), Ty::I32, cast(Ty::I32, rel));
+                let sh = add(
+                    var(region),
+                    add(mul(var(row), i64c(pitch)), mul(var(q), i64c(16))),
                 );
+                let sh = let_var(f, o, &format!("mvs{j}"), Ty::I32, cast(Ty::I32, sh));
                 (g, sh)
             })
             .collect();
@@ -671,8 +720,14 @@ pub fn body(
                 add(mul(cast(Ty::I64, var(g)), i64c(pitch)), first.clone()),
             ),
         );
-        f.shared_bytes = f.shared_bytes.max((wpb * 16 * pitch) as usize);
-        Stage { pitch, vecs, read }
+        f.shared_bytes = f.shared_bytes.max((wpb * buffers * 16 * pitch) as usize);
+        let tile = let_var(f, o, "mtile", Ty::I64, mul(var(n0v), var(row_bytes)));
+        Stage {
+            pitch,
+            tile,
+            vecs,
+            read,
+        }
     });
     let lane = Lane {
         wbase,
@@ -715,18 +770,58 @@ pub fn body(
             ),
         ),
     );
-    let main = step(f, p, mp, &lane, c, u, true, groups, &acc);
-    o.push(Stmt::For {
-        var: c,
-        start: var(first_c),
-        end: var(main_end),
-        step: u as i64,
-        kind: LoopKind::Serial,
-        body: main,
-    });
+    if loads == MmaLoads::Async {
+        // Copies of the first iteration's rows into buffer 0; each iteration then
+        // starts the next one's into the other buffer before decoding its own.
+        let st = lane.stage.as_ref().expect("staged");
+        let half = 16 * st.pitch;
+        let first = copies(p, st, var(first_c), i32c(0), cb);
+        o.push(Stmt::If {
+            cond: cmp(CmpOp::Lt, var(first_c), var(main_end)),
+            then: first,
+        });
+        o.push(Stmt::Async(AsyncOp::Commit));
+        let off = f.var("mbuf", Ty::I32);
+        let parity = bin(
+            BinOp::And,
+            div(sub(var(c), var(first_c)), i64c(u as i64)),
+            i64c(1),
+        );
+        let mut main = vec![Stmt::Let(off, mul(cast(Ty::I32, parity), i32c(half)))];
+        // Every lane has read the other buffer (the previous iteration's) before it
+        // is refilled.
+        main.push(Stmt::WarpSync);
+        let next = add(var(c), i64c(u as i64));
+        main.push(Stmt::If {
+            cond: cmp(CmpOp::Lt, next.clone(), var(main_end)),
+            then: copies(p, st, next, sub(i32c(half), var(off)), cb),
+        });
+        main.push(Stmt::Async(AsyncOp::Commit));
+        main.extend(step(f, p, mp, &lane, c, u, true, Some(off), groups, &acc));
+        o.push(Stmt::For {
+            var: c,
+            start: var(first_c),
+            end: var(main_end),
+            step: u as i64,
+            kind: LoopKind::Serial,
+            body: main,
+        });
+        // The last iteration's group is empty; nothing is left in flight.
+        o.push(Stmt::Async(AsyncOp::Wait(0)));
+    } else {
+        let main = step(f, p, mp, &lane, c, u, true, None, groups, &acc);
+        o.push(Stmt::For {
+            var: c,
+            start: var(first_c),
+            end: var(main_end),
+            step: u as i64,
+            kind: LoopKind::Serial,
+            body: main,
+        });
+    }
     if u > 1 {
         let c1 = f.var("mct", Ty::I64);
-        let tail = step(f, p, mp, &lane, c1, 1, false, groups, &acc);
+        let tail = step(f, p, mp, &lane, c1, 1, false, None, groups, &acc);
         o.push(Stmt::For {
             var: c1,
             start: var(main_end),
@@ -789,6 +884,22 @@ pub fn body(
         warps: out,
         after_sync: Vec::new(),
     }
+}
+
+/// The asynchronous copies of the warp's 16 rows x `u` chunks from chunk `c` into the
+/// buffer at shared byte `dst` past the lane's slots.
+fn copies(p: &Plan, st: &Stage, c: Expr, dst: Expr, cb: i64) -> Vec<Stmt> {
+    let base = add(var(st.tile), mul(c, i64c(cb)));
+    st.vecs
+        .iter()
+        .map(|&(g, sh)| {
+            Stmt::Async(AsyncOp::Copy16 {
+                shared: add(var(sh), dst.clone()),
+                buf: p.weight,
+                offset: add(base.clone(), cast(Ty::I64, var(g))),
+            })
+        })
+        .collect()
 }
 
 /// After the barrier: thread `e` of the block (and `e + block`, ...) adds the `split`
@@ -892,16 +1003,28 @@ fn reduce_partials(f: &mut Func, p: &Plan, base: i64, tpb: i64, split: i64, wpb:
     out
 }
 
-/// Chunks per iteration: `want`, rounded up (when staging) so that the 16 rows'
-/// spans split into 16-byte vectors evenly over the 32 lanes.
-pub fn chunks_in_flight(mp: &MmaPlan, want: usize, stage: bool) -> usize {
+/// Static shared memory a PTX function may declare (48 KiB).
+const SHARED_LIMIT: i64 = 48 * 1024;
+
+/// The loads and chunks per iteration the path uses for `want` chunks and `loads`
+/// with `wpb` warps per block: staged, the chunks are rounded so that the 16 rows'
+/// spans split into 16-byte vectors evenly over the 32 lanes (up from `want`, else
+/// down) and the warps' buffers (with the split-K partials) fit the static shared
+/// memory; when no count does, the lanes load directly.
+pub fn loads_and_chunks(mp: &MmaPlan, want: usize, loads: MmaLoads, wpb: i64) -> (MmaLoads, usize) {
     let want = want.max(1);
-    if stage {
-        (want..)
-            .find(|u| (*u as i64 * mp.chunk_bytes()) % 32 == 0)
-            .unwrap_or(want)
-    } else {
-        want
+    if !loads.staged() {
+        return (loads, want);
+    }
+    let buffers = if loads == MmaLoads::Async { 2 } else { 1 };
+    let fits = |u: usize| {
+        let span = u as i64 * mp.chunk_bytes();
+        span % 32 == 0 && wpb * buffers * 16 * (span + 16) + wpb * 32 * 16 <= SHARED_LIMIT
+    };
+    let up = (want..4 * want).find(|&u| fits(u));
+    match up.or_else(|| (1..want).rev().find(|&u| fits(u))) {
+        Some(u) => (loads, u),
+        None => (MmaLoads::Direct, want),
     }
 }
 

@@ -23,6 +23,7 @@ pub mod spread;
 pub mod unpack;
 
 pub use gpu::GpuOptions;
+pub use mma::MmaLoads;
 pub use plan::Plan;
 
 use crate::loop_ir::Func;

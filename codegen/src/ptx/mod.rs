@@ -15,7 +15,7 @@
 
 mod writer;
 
-use crate::loop_ir::{BinOp, CmpOp, Elem, Expr, Func, Launch, Special, Stmt, Ty, Var};
+use crate::loop_ir::{AsyncOp, BinOp, CmpOp, Elem, Expr, Func, Launch, Special, Stmt, Ty, Var};
 use writer::{ascii, f32_imm, ident, Class, Writer};
 
 /// PTX ISA version of the emitted modules (accepted by `ptxas` 11.8 and later; 7.8 is
@@ -1113,6 +1113,20 @@ impl Tx<'_> {
             }
             Stmt::WarpSync => self.w.ins("bar.warp.sync -1"),
             Stmt::BlockSync => self.w.ins("bar.sync 0"),
+            Stmt::Async(AsyncOp::Copy16 {
+                shared,
+                buf,
+                offset,
+            }) => {
+                let a = self.shared_addr(shared)?;
+                let (r, off) = self.address(*buf, offset, 1)?;
+                self.w.ins(format!(
+                    "cp.async.cg.shared.global [{a}], {}, 16",
+                    Self::memref(&r, off)
+                ));
+            }
+            Stmt::Async(AsyncOp::Commit) => self.w.ins("cp.async.commit_group"),
+            Stmt::Async(AsyncOp::Wait(n)) => self.w.ins(format!("cp.async.wait_group {n}")),
             Stmt::Mma { d, a, b, c } => {
                 let regs = |vs: &[Var]| {
                     vs.iter()
