@@ -8,7 +8,7 @@
 //!     [--shapes 8192x8192,8192x28672,28672x8192,14336x4096] [--m 1,4,8]
 //!     [--copies 8] [--iters 200] [--peak 4.24] [--no-check] [--dump-ptx DIR]
 //!     [--backend qkc,llvm] [--block 128,256] [--unroll 2,4,8] [--chunk auto,32] [--min-blocks 0,12]
-//!     [--masked-tail 1,0] [--rows 0,1,2,4] [--stage 0,1] [--spread 1,0] [--prefetch 1,0] [--magic 1,0]
+//!     [--masked-tail 1,0] [--rows 0,1,2,4] [--stage 0,1] [--spread 1,0] [--prefetch 1,0] [--magic 1,0,2 (2: without folding the bias)]
 //!     [--mma 0,1,2 (off, on for M >= 3 (the default), on for every M)] [--mma-chunks 1,2,4] [--mma-stage 0,1,2 (direct, through registers, cp.async)] [--mma-split 1,2,4]
 //!     [--peers peers.csv] [--csv out.csv] [--svg out.svg]
 //!     (a sweep over lowerings; --min-blocks sets `.minnctapersm`, 0 = none;
@@ -297,6 +297,7 @@ fn real_main() -> Result<(), String> {
                         spread: spread != 0,
                         prefetch: prefetch != 0,
                         float_magic: magic != 0,
+                        float_fold: magic != 2 && base.float_fold,
                         mma: if mma == u32::MAX { base.mma } else { mma != 0 },
                         mma_min_m: if mma == 2 { 1 } else { base.mma_min_m },
                         mma_loads: match mma_stage {
@@ -339,6 +340,7 @@ fn real_main() -> Result<(), String> {
                         (spread == 0).then(|| "no spread".to_string()),
                         (prefetch == 0).then(|| "no prefetch".to_string()),
                         (magic == 0).then(|| "no magic".to_string()),
+                        (magic == 2).then(|| "no fold".to_string()),
                         match (mma, mma_chunks) {
                             (u32::MAX, _) => None,
                             (0, _) => Some("no mma".to_string()),

@@ -102,12 +102,18 @@ pub fn window(w: &[Var], m: &MagicField) -> Expr {
 
 /// The code of a [`MagicField`] from its window, as an exact `F32`.
 pub fn code(win: Expr, m: &MagicField) -> Expr {
+    sub(biased(win, m), f32c(m.bias))
+}
+
+/// The code plus [`MagicField::bias`] from its window (the masked bits read as an
+/// `F32`; exact): for a sum of products whose bias term is removed once.
+pub fn biased(win: Expr, m: &MagicField) -> Expr {
     let bits = bin(
         BinOp::Xor,
         bin(BinOp::And, win, i32c(m.mask as i32 as i64)),
         i32c(m.xor as i32 as i64),
     );
-    sub(Expr::FromBits(Box::new(bits)), f32c(m.bias))
+    Expr::FromBits(Box::new(bits))
 }
 
 #[cfg(test)]

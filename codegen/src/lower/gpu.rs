@@ -37,7 +37,7 @@
 use qkc_dsl::ir::Kernel;
 use qkc_dsl::layout::{FieldDesc, LayoutDesc};
 
-use super::float_decode::{code as magic_code, magic_field, window};
+use super::float_decode::{biased as magic_biased, code as magic_code, magic_field, window};
 use super::scales::{group_scale, outer_scale};
 use super::spread::SpreadPlan;
 use super::unpack::{chunk_for, decode_chunk, decode_one, row_bytes, unit_stride_bits};
@@ -107,6 +107,17 @@ pub struct GpuOptions {
     /// unit's fields, activations loaded once per step for every weight row) instead
     /// of `bfe` and an integer-to-float conversion per weight (off: that path).
     pub float_magic: bool,
+    /// With `float_magic`, in 1-row M tiles: multiply the activations by the biased
+    /// codes (the float read from the masked bits, `2^E + u`) and subtract the step's
+    /// sum of activation times bias once for all of a warp's weight rows, instead of
+    /// subtracting the bias from every code (one float subtraction per weight fewer).
+    /// The products and sums are of values up to `2^E + 2^b` instead of the codes, so
+    /// the f32 rounding is that much coarser relative to the result (within the
+    /// tolerance of `tests/gpu_common`). On by default: on an H200 (3.5-bit f16, M = 1)
+    /// 51.6 against 56.4 us at 8192 x 28672 and 51.1 against 56.2 at 28672 x 8192; at
+    /// M = 2 it was slower on two of five shapes (80.1 against 76.5 at 28672 x 8192),
+    /// hence 1-row tiles only (`docs/bench/gpu_f16_fold.txt`).
+    pub float_fold: bool,
     /// Run f16-activation GEMVs (M ≤ 8, K a multiple of 128) on the tensor cores
     /// ([`super::mma`]: `mma.sync` m16n8k16, 16 weight rows per tile, codes decoded to
     /// f16 pairs exactly) where the layout allows and M ≥ [`Self::mma_min_m`]. PTX
@@ -155,6 +166,7 @@ impl GpuOptions {
             spread: true,
             prefetch: false,
             float_magic: true,
+            float_fold: true,
             mma: true,
             mma_chunks: 4,
             mma_loads: super::mma::MmaLoads::Direct,
@@ -455,7 +467,11 @@ pub fn lower(p: &Plan, m_max: u64, o: &GpuOptions) -> Func {
             o.stage_weights,
             o.spread,
             o.prefetch,
-            o.float_magic,
+            match (o.float_magic, o.float_fold) {
+                (false, _) => Magic::Off,
+                (true, false) => Magic::Subtract,
+                (true, true) => Magic::Fold,
+            },
         );
         if let Some(mp) = &mma_plan {
             let (loads, chunks) =
@@ -897,7 +913,7 @@ fn vector_path(
     stage: bool,
     spread: bool,
     prefetch: bool,
-    magic: bool,
+    magic: Magic,
 ) -> Vec<Stmt> {
     let l = p.layout;
     // The spread decode, when the layout and the chunk's group steps allow it.
@@ -927,7 +943,7 @@ fn vector_path(
         })
         .collect();
     let act_bytes = p.bufs[p.act].elem.bytes() as i64;
-    let kstride = if p.int || magic {
+    let kstride = if p.int || magic.on() {
         bin(BinOp::And, dim(dk), i64c(-16 / act_bytes))
     } else {
         dim(dk)
@@ -1062,7 +1078,7 @@ fn vector_path(
                 }
                 acts.push(per_row);
             }
-        } else if magic {
+        } else if magic.on() {
             // Float activations as 16-byte vectors: `acts[u][i][v]`, converted per
             // element where the step uses them.
             for (u, xau) in xa.iter().enumerate().take(count) {
@@ -1282,7 +1298,8 @@ fn vector_path(
                             }
                         }
                     }
-                } else if magic {
+                } else if magic.on() {
+                    let fold = magic == Magic::Fold && tm == 1;
                     // Activations of the step, loaded once for every weight row.
                     let xs: Vec<Vec<Var>> = (0..tm)
                         .map(|i| {
@@ -1333,12 +1350,34 @@ fn vector_path(
                                 }
                             };
                             let cv = f.var(format!("cf{u}_{r}_{j}"), Ty::F32);
-                            b.push(Stmt::Let(cv, magic_code(var(wv), &m)));
+                            let e = if fold {
+                                magic_biased(var(wv), &m)
+                            } else {
+                                magic_code(var(wv), &m)
+                            };
+                            b.push(Stmt::Let(cv, e));
                             for i in 0..tm {
                                 b.push(Stmt::Set(
                                     parts[r][i],
                                     add(var(parts[r][i]), mul(var(xs[i][j - j0]), var(cv))),
                                 ));
+                            }
+                        }
+                    }
+                    if fold {
+                        // The biases' share of the step, once for all weight rows.
+                        for i in 0..tm {
+                            let corr = f.var(format!("fc{u}_{i}_{j0}"), Ty::F32);
+                            b.push(Stmt::Let(corr, f32c(0.0)));
+                            for j in j0..j0 + c.sub {
+                                let bias = f32c(magic_field(&l, j).bias);
+                                b.push(Stmt::Set(
+                                    corr,
+                                    add(var(corr), mul(var(xs[i][j - j0]), bias)),
+                                ));
+                            }
+                            for pr in &parts {
+                                b.push(Stmt::Set(pr[i], sub(var(pr[i]), var(corr))));
                             }
                         }
                     }
@@ -1512,6 +1551,21 @@ fn vector_path(
     vb
 }
 
+/// How float-activation chunks decode their codes (see [`GpuOptions::float_magic`] and
+/// [`GpuOptions::float_fold`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Magic {
+    Off,
+    Subtract,
+    Fold,
+}
+
+impl Magic {
+    fn on(self) -> bool {
+        self != Magic::Off
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn gemv_body(
     f: &mut Func,
@@ -1525,7 +1579,7 @@ fn gemv_body(
     stage: bool,
     spread: bool,
     prefetch: bool,
-    magic: bool,
+    magic: Magic,
 ) -> Vec<Stmt> {
     let (dm, dn, dk) = (p.m, p.n, p.k);
     let l = p.layout;
@@ -1562,7 +1616,7 @@ fn gemv_body(
     let aligned = |e: Expr| cmp(CmpOp::Eq, bin(BinOp::Rem, e, i64c(16)), i64c(0));
     let cond = if chunk.is_none() {
         i32c(0)
-    } else if p.int || magic {
+    } else if p.int || magic.on() {
         // Activations are loaded as 16-byte vectors too.
         bin(
             BinOp::And,
@@ -1593,7 +1647,7 @@ fn gemv_body(
         // in flight per lane shrink so that rows x chunks stays at about 2 x `unroll`.
         // Float activations with the magic decode: half of `unroll / t` (measured
         // f16, 4 rows per warp, M = 4: 108 µs with 1 chunk in flight against 120 with 2).
-        let unroll = if !p.int && magic {
+        let unroll = if !p.int && magic.on() {
             (unroll / (2 * t as usize)).max(1)
         } else if t > 2 {
             (2 * unroll / t as usize).max(1)
@@ -1648,7 +1702,7 @@ fn gemv_tile(
     stage: bool,
     spread: bool,
     prefetch: bool,
-    magic: bool,
+    magic: Magic,
 ) -> Vec<Stmt> {
     let (dm, dn, dk) = (p.m, p.n, p.k);
     let l = p.layout;

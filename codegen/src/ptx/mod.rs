@@ -302,6 +302,36 @@ fn split_offset(e: &Expr) -> (Option<Expr>, i64) {
     }
 }
 
+/// The operands and truth table of `op(a, b)` as one `lop3` when one side is itself
+/// an `And`/`Or`/`Xor` (`a`, `b`, `c` are the table's inputs `0xf0`, `0xcc`, `0xaa`).
+fn lop3_parts<'e>(
+    op: BinOp,
+    a: &'e Expr,
+    b: &'e Expr,
+) -> Option<(&'e Expr, &'e Expr, &'e Expr, u8)> {
+    fn f(op: BinOp, x: u8, y: u8) -> Option<u8> {
+        match op {
+            BinOp::And => Some(x & y),
+            BinOp::Or => Some(x | y),
+            BinOp::Xor => Some(x ^ y),
+            _ => None,
+        }
+    }
+    let (ta, tb, tc) = (0xf0u8, 0xccu8, 0xaau8);
+    f(op, 0, 0)?;
+    if let Expr::Bin(inner, x, y) = a {
+        if let Some(t) = f(*inner, ta, tb) {
+            return Some((x, y, b, f(op, t, tc)?));
+        }
+    }
+    if let Expr::Bin(inner, y, z) = b {
+        if let Some(t) = f(*inner, tb, tc) {
+            return Some((a, y, z, f(op, ta, t)?));
+        }
+    }
+    None
+}
+
 /// A funnel shift on `I32` operands, either operand order: `(x >>> c) | (y << (32 - c))`
 /// with constant `c`, or `(x >>> s) | ((y << (31 - s)) << 1)` with a run-time `s` in
 /// `0..32`: `(x, y, shift)`.
@@ -798,6 +828,24 @@ impl Tx<'_> {
         }
     }
 
+    /// `lop3.b32` of three `I32` operands, every operand in a register: two bitwise
+    /// operations with two immediates (a mask and an XOR, say) would otherwise become
+    /// two `LOP3` instructions, since one SASS `LOP3` encodes one immediate.
+    fn lop3(&mut self, x: &Expr, y: &Expr, z: &Expr, lut: u8) -> Result<Val> {
+        let mut regs = Vec::new();
+        for e in [x, y, z] {
+            let v = self.expr(e)?;
+            let v = self.convert(v, Ty::I32)?;
+            regs.push(self.in_reg(v));
+        }
+        let d = self.w.reg(Class::B32);
+        self.w.ins(format!(
+            "lop3.b32 {d}, {}, {}, {}, {lut:#04x}",
+            regs[0], regs[1], regs[2]
+        ));
+        Ok(Val::reg(d, Ty::I32))
+    }
+
     /// The shared-window address `smem + offset` (an `I32` byte offset).
     fn shared_addr(&mut self, offset: &Expr) -> Result<String> {
         let Some(base) = self.smem.clone() else {
@@ -884,6 +932,11 @@ impl Tx<'_> {
                 let d = self.w.reg(Class::B32);
                 self.w.ins(format!("shf.r.wrap.b32 {d}, {rx}, {ry}, {c}"));
                 return Ok(Val::reg(d, Ty::I32));
+            }
+        }
+        if t == Ty::I32 {
+            if let Some((x, y, z, lut)) = lop3_parts(op, a, b) {
+                return self.lop3(x, y, z, lut);
             }
         }
         let va = self.expr(a)?;
