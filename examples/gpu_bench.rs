@@ -9,11 +9,13 @@
 //!     [--copies 8] [--iters 200] [--peak 4.24] [--no-check] [--dump-ptx DIR]
 //!     [--backend qkc,llvm] [--block 128,256] [--unroll 2,4,8] [--chunk auto,32] [--min-blocks 0,12]
 //!     [--masked-tail 1,0] [--rows 0,1,2,4] [--stage 0,1] [--spread 1,0] [--prefetch 1,0] [--magic 1,0,2 (2: without folding the bias)]
-//!     [--mma 0,1,2 (off, on for M >= 3 (the default), on for every M)] [--mma-chunks 1,2,4] [--mma-stage 0,1,2 (direct, through registers, cp.async)] [--mma-split 1,2,4]
+//!     [--mma 0,1,2 (off, on for M >= 3 (the default), on for every M)] [--mma-chunks 1,2,4] [--mma-stage 0,1,2 (direct, through registers, cp.async)] [--mma-split 1,2,4] [--long-rows 1|0]
 //!     [--peers peers.csv] [--csv out.csv] [--svg out.svg]
 //!     (a sweep over lowerings; --min-blocks sets `.minnctapersm`, 0 = none;
 //!     --masked-tail 0 runs the remaining chunks one per lane instead of one masked
-//!     iteration; --rows sets the weight rows per warp, 0 = automatic)
+//!     iteration; --rows sets the weight rows per warp, 0 = automatic; --long-rows 0 keeps
+//!     the runtime from launching its K >= 2N functions, so that a sweep of --mma-stage
+//!     measures what it names at every shape)
 //! ```
 //! Shapes are K×N (K the reduction; default: the issue's 4096², 8192², 8192×28672,
 //! 28672×8192 at M = 1, 4, 16). Every shape is first checked against the reference
@@ -54,6 +56,7 @@ struct Args {
     mma_stage: Vec<u32>,
     mma_split: Vec<u32>,
     prefetch: Vec<u32>,
+    long_rows: bool,
     csv: Option<String>,
     svg: Option<String>,
     peers: Option<String>,
@@ -84,6 +87,7 @@ fn parse() -> Result<Args, String> {
         mma_stage: vec![0],
         mma_split: vec![0],
         prefetch: vec![1],
+        long_rows: true,
         csv: None,
         svg: None,
         peers: None,
@@ -133,6 +137,7 @@ fn parse() -> Result<Args, String> {
             "--mma-stage" => a.mma_stage = list(&val()?)?,
             "--mma-split" => a.mma_split = list(&val()?)?,
             "--prefetch" => a.prefetch = list(&val()?)?,
+            "--long-rows" => a.long_rows = val()? != "0",
             "--csv" => a.csv = Some(val()?),
             "--svg" => a.svg = Some(val()?),
             "--peers" => a.peers = Some(val()?),
@@ -298,6 +303,7 @@ fn real_main() -> Result<(), String> {
                         prefetch: prefetch != 0,
                         float_magic: magic != 0,
                         float_fold: magic != 2 && base.float_fold,
+                        mma_long_rows: base.mma_long_rows.filter(|_| a.long_rows),
                         mma: if mma == u32::MAX { base.mma } else { mma != 0 },
                         mma_min_m: if mma == 2 { 1 } else { base.mma_min_m },
                         mma_loads: match mma_stage {

@@ -88,6 +88,8 @@ fn check_kernel(dev: &Arc<CudaDevice>, k: &Kernel, seed: u64, source: PtxSource)
             let o = GpuOptions {
                 mma,
                 mma_loads: loads,
+                // Every shape runs the pass's own lowering.
+                mma_long_rows: None,
                 mma_split: split,
                 mma_min_m: 1,
                 ..GpuOptions::for_kernel(k)
@@ -235,4 +237,32 @@ fn device_buffers_and_timing() {
     let mut bad = ck.upload(&d, &inputs).expect("upload");
     bad.dims = dims(&k, 1, 2048, 4096);
     assert!(ck.launch(&mut bad).is_err());
+}
+
+/// Long rows (K ≥ 2N) launch the bucket's cp.async tensor-core function from M = 2
+/// (`GpuOptions::mma_long_rows`), other shapes the default one, and both compute the
+/// reference's result.
+#[test]
+fn long_rows_launch_their_own_function() {
+    let Some(dev) = device() else { return };
+    let (_, k) = example_kernels(env!("CARGO_MANIFEST_DIR"))
+        .into_iter()
+        .find(|(f, _)| f == "gemv_f16_w3p5")
+        .expect("gemv_f16_w3p5 example");
+    let ck = CudaKernel::new(&dev, &k, &CudaOptions::default()).expect("compile");
+    let async_notes =
+        |f: &qkc::codegen::loop_ir::Func| f.notes.iter().any(|n| n.contains("cp.async"));
+    for (m, n, kk, want) in [
+        (2, 64, 1024, true),
+        (4, 200, 512, true),
+        (1, 64, 1024, false),
+        (4, 1024, 1024, false),
+    ] {
+        let d = dims(&k, m, n, kk);
+        let f = ck.func_for(&d).expect("variant");
+        assert_eq!(async_notes(f), want, "M={m} N={n} K={kk}: {:?}", f.notes);
+        let inputs = random_inputs(&k, &d, seed() ^ m);
+        let out = ck.run(&d, &inputs).expect("run");
+        check(&k, &d, &inputs, &out.to_f64()).unwrap_or_else(|e| panic!("M={m} N={n} K={kk}: {e}"));
+    }
 }

@@ -212,6 +212,9 @@ pub struct CudaOptions {
 struct Variant {
     lo: u64,
     hi: u64,
+    /// Launched when K ≥ 2N (`GpuOptions::mma_long_rows`), else the other one of the
+    /// bucket.
+    long_rows: bool,
     func: Func,
     function: OnceLock<CudaFunction>,
 }
@@ -262,12 +265,39 @@ impl CudaKernel {
                 max_m: Some(hi),
                 ..base.clone()
             };
+            let func = lower_gpu(kernel, &o);
+            // Long rows take the tensor-core path with other loads from another M,
+            // where that lowers to a different function.
+            let long = base
+                .mma_long_rows
+                .filter(|_| lo >= 2 && base.mma)
+                .map(|(loads, min_m)| {
+                    lower_gpu(
+                        kernel,
+                        &GpuOptions {
+                            mma_loads: loads,
+                            mma_min_m: min_m,
+                            ..o.clone()
+                        },
+                    )
+                })
+                .filter(|f| *f != func);
             variants.push(Variant {
                 lo,
                 hi: hi.min(m_max),
-                func: lower_gpu(kernel, &o),
+                long_rows: false,
+                func,
                 function: OnceLock::new(),
             });
+            if let Some(func) = long {
+                variants.push(Variant {
+                    lo,
+                    hi: hi.min(m_max),
+                    long_rows: true,
+                    func,
+                    function: OnceLock::new(),
+                });
+            }
         }
         let lo = variants.last().map_or(1, |v| v.hi + 1);
         if lo <= m_max {
@@ -279,6 +309,7 @@ impl CudaKernel {
             variants.push(Variant {
                 lo,
                 hi: m_max,
+                long_rows: false,
                 func: lower_gpu(kernel, &o),
                 function: OnceLock::new(),
             });
@@ -329,24 +360,41 @@ impl CudaKernel {
         &self.dev
     }
 
-    fn variant(&self, m: u64) -> Result<&Variant, CudaError> {
+    /// The variant for `M = m`, the long-rows one of its bucket when `long` and there
+    /// is one.
+    fn variant(&self, m: u64, long: bool) -> Result<&Variant, CudaError> {
+        let bucket = |v: &&Variant| (v.lo..=v.hi).contains(&m);
         self.variants
             .iter()
-            .find(|v| (v.lo..=v.hi).contains(&m))
+            .filter(bucket)
+            .find(|v| v.long_rows == long)
+            .or_else(|| self.variants.iter().find(bucket))
             .ok_or_else(|| CudaError::DeviceArgs {
                 kernel: self.kernel.name.clone(),
                 why: format!("no compiled variant for M = {m}"),
             })
     }
 
-    /// The loop-IR function that runs for `M = m`.
-    pub fn func(&self, m: u64) -> Result<&Func, CudaError> {
-        Ok(&self.variant(m)?.func)
+    /// The variant launched for `dims` (K ≥ 2N picks a bucket's long-rows function).
+    fn variant_for(&self, dims: &Dims) -> Result<&Variant, CudaError> {
+        let k = &self.kernel;
+        let v = |i: usize| dims.values.get(i).copied().unwrap_or(0);
+        self.variant(v(k.m), v(k.k) >= 2 * v(k.n))
     }
 
-    /// The PTX module that runs for `M = m`.
+    /// The loop-IR function that runs for `M = m` (with K < 2N; see [`Self::func_for`]).
+    pub fn func(&self, m: u64) -> Result<&Func, CudaError> {
+        Ok(&self.variant(m, false)?.func)
+    }
+
+    /// The loop-IR function that runs for `dims`.
+    pub fn func_for(&self, dims: &Dims) -> Result<&Func, CudaError> {
+        Ok(&self.variant_for(dims)?.func)
+    }
+
+    /// The PTX module that runs for `M = m` (with K < 2N).
     pub fn ptx(&self, m: u64) -> Result<String, CudaError> {
-        Ok(self.module_text(&self.variant(m)?.func)?.0)
+        Ok(self.module_text(&self.variant(m, false)?.func)?.0)
     }
 
     fn function(&self, v: &Variant) -> Result<CudaFunction, CudaError> {
@@ -440,7 +488,7 @@ impl CudaKernel {
                 ),
             });
         }
-        let v = self.variant(args.dims.values[k.m])?;
+        let v = self.variant_for(&args.dims)?;
         let f = self.function(v)?;
         let dims: Vec<i64> = args.dims.values.iter().map(|&d| d as i64).collect();
         let (grid, block) = ptx::launch_shape(&v.func, &dims)?;

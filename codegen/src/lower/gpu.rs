@@ -145,6 +145,15 @@ pub struct GpuOptions {
     /// `max_m` is below it have no mma path). 3: at M = 1 the SIMT GEMV is as fast and
     /// at M = 2 faster on some shapes (see [`Self::mma`]).
     pub mma_min_m: u32,
+    /// For long rows (K ≥ 2N, known only at launch): the mma path's loads and smallest
+    /// M when they differ from [`Self::mma_loads`] and [`Self::mma_min_m`]. The lowering
+    /// itself ignores this; the CUDA runtime compiles a second function for each M
+    /// bucket from 2 up and launches it when K ≥ 2N. Default: `cp.async` loads from
+    /// M = 2. Measured on an H200 (3.5-bit f16, `docs/bench/gpu_f16_paths.txt`), us,
+    /// default / this: 28672 x 8192 M=2 77.0 (SIMT) / 66.0, M=4 80.9 / 70.2, M=8 87.7 /
+    /// 76.7; 14336 x 4096 M=2 24.0 / 22.4, M=4 25.2 / 23.5, M=8 27.1 / 25.4; on the
+    /// shapes with K < 2N cp.async was slower or equal (8192 x 8192 M=4 29.3 / 28.4).
+    pub mma_long_rows: Option<(super::mma::MmaLoads, u32)>,
 }
 
 impl GpuOptions {
@@ -172,6 +181,7 @@ impl GpuOptions {
             mma_loads: super::mma::MmaLoads::Direct,
             mma_split: 4,
             mma_min_m: 3,
+            mma_long_rows: Some((super::mma::MmaLoads::Async, 2)),
         }
     }
 

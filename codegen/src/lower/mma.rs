@@ -770,7 +770,7 @@ pub fn body(
             ),
         ),
     );
-    if loads == MmaLoads::Async {
+    let main = if loads == MmaLoads::Async {
         // Copies of the first iteration's rows into buffer 0; each iteration then
         // starts the next one's into the other buffer before decoding its own.
         let st = lane.stage.as_ref().expect("staged");
@@ -798,26 +798,21 @@ pub fn body(
         });
         main.push(Stmt::Async(AsyncOp::Commit));
         main.extend(step(f, p, mp, &lane, c, u, true, Some(off), groups, &acc));
-        o.push(Stmt::For {
-            var: c,
-            start: var(first_c),
-            end: var(main_end),
-            step: u as i64,
-            kind: LoopKind::Serial,
-            body: main,
-        });
+        main
+    } else {
+        step(f, p, mp, &lane, c, u, true, None, groups, &acc)
+    };
+    o.push(Stmt::For {
+        var: c,
+        start: var(first_c),
+        end: var(main_end),
+        step: u as i64,
+        kind: LoopKind::Serial,
+        body: main,
+    });
+    if loads == MmaLoads::Async {
         // The last iteration's group is empty; nothing is left in flight.
         o.push(Stmt::Async(AsyncOp::Wait(0)));
-    } else {
-        let main = step(f, p, mp, &lane, c, u, true, None, groups, &acc);
-        o.push(Stmt::For {
-            var: c,
-            start: var(first_c),
-            end: var(main_end),
-            step: u as i64,
-            kind: LoopKind::Serial,
-            body: main,
-        });
     }
     if u > 1 {
         let c1 = f.var("mct", Ty::I64);

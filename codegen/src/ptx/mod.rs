@@ -303,8 +303,25 @@ fn split_offset(e: &Expr) -> (Option<Expr>, i64) {
 }
 
 /// The operands and truth table of `op(a, b)` as one `lop3` when one side is itself
-/// an `And`/`Or`/`Xor` (`a`, `b`, `c` are the table's inputs `0xf0`, `0xcc`, `0xaa`).
+/// an `And`/`Or`/`Xor` and one operand is an immediate (`a`, `b`, `c` are the table's
+/// inputs `0xf0`, `0xcc`, `0xaa`). Only with an immediate: that is the case ptxas
+/// splits, and ptxas 12.9 (and the CUDA 13 driver's JIT) crash with a segmentation
+/// fault on a `lop3` of three `selp`-made booleans, which conditions joined by `And`
+/// give (`tests/ptxas.rs` assembles such functions: `_m2_long`, `_m4_long`).
 fn lop3_parts<'e>(
+    op: BinOp,
+    a: &'e Expr,
+    b: &'e Expr,
+) -> Option<(&'e Expr, &'e Expr, &'e Expr, u8)> {
+    let parts = lop3_tree(op, a, b)?;
+    [parts.0, parts.1, parts.2]
+        .iter()
+        .any(|e| matches!(e, Expr::Int(..)))
+        .then_some(parts)
+}
+
+/// [`lop3_parts`] without the immediate requirement.
+fn lop3_tree<'e>(
     op: BinOp,
     a: &'e Expr,
     b: &'e Expr,
