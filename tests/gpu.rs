@@ -211,14 +211,20 @@ fn check_all(source: PtxSource) {
     );
 }
 
+/// The example kernel `examples/kernels/{name}.qk`.
+fn example(name: &str) -> Kernel {
+    example_kernels(env!("CARGO_MANIFEST_DIR"))
+        .into_iter()
+        .find(|(f, _)| f == name)
+        .map(|(_, k)| k)
+        .unwrap_or_else(|| panic!("example {name}"))
+}
+
 /// The device-buffer API: upload once, launch repeatedly, time with events.
 #[test]
 fn device_buffers_and_timing() {
     let Some(dev) = device() else { return };
-    let (_, k) = example_kernels(env!("CARGO_MANIFEST_DIR"))
-        .into_iter()
-        .find(|(f, _)| f == "gemv_w3p5")
-        .expect("gemv_w3p5 example");
+    let k = example("gemv_w3p5");
     let ck = CudaKernel::new(&dev, &k, &CudaOptions::default()).expect("compile");
     let d = dims(&k, 1, 1024, 4096);
     let inputs = random_inputs(&k, &d, seed());
@@ -245,10 +251,7 @@ fn device_buffers_and_timing() {
 #[test]
 fn long_rows_launch_their_own_function() {
     let Some(dev) = device() else { return };
-    let (_, k) = example_kernels(env!("CARGO_MANIFEST_DIR"))
-        .into_iter()
-        .find(|(f, _)| f == "gemv_f16_w3p5")
-        .expect("gemv_f16_w3p5 example");
+    let k = example("gemv_f16_w3p5");
     let ck = CudaKernel::new(&dev, &k, &CudaOptions::default()).expect("compile");
     let async_notes =
         |f: &qkc::codegen::loop_ir::Func| f.notes.iter().any(|n| n.contains("cp.async"));
