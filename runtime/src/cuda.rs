@@ -379,7 +379,7 @@ impl CudaKernel {
     fn variant_for(&self, dims: &Dims) -> Result<&Variant, CudaError> {
         let k = &self.kernel;
         let v = |i: usize| dims.values.get(i).copied().unwrap_or(0);
-        self.variant(v(k.m), v(k.k) >= 2 * v(k.n))
+        self.variant(v(k.m), v(k.k) >= v(k.n).saturating_mul(2))
     }
 
     /// The loop-IR function that runs for `M = m` (with K < 2N; see [`Self::func_for`]).
