@@ -17,9 +17,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt::Write;
 
 use super::{Dot4Kind, HipError, HipOptions, KernelSpec};
-use crate::loop_ir::{
-    AsyncOp, BinOp, CmpOp, Elem, Expr, Func, Launch, LoopKind, Special, Stmt, Ty, Var,
-};
+use crate::loop_ir::{BinOp, CmpOp, Elem, Expr, Func, Launch, LoopKind, Special, Stmt, Ty, Var};
 
 /// Helpers, in the order they are printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -1153,25 +1151,9 @@ impl<'a> FnWriter<'a> {
             matches!(e, Expr::Dim(x) if *x == d) || e.children().into_iter().any(|c| expr(c, d))
         }
         fn stmts(ss: &[Stmt], d: usize) -> bool {
-            ss.iter().any(|s| match s {
-                Stmt::Let(_, e) | Stmt::Set(_, e) => expr(e, d),
-                Stmt::For {
-                    start, end, body, ..
-                } => expr(start, d) || expr(end, d) || stmts(body, d),
-                Stmt::If { cond, then } => expr(cond, d) || stmts(then, d),
-                Stmt::Store { index, value, .. } => expr(index, d) || expr(value, d),
-                Stmt::LoadVec4 { offset, .. } | Stmt::StoreShared4 { offset, .. } => {
-                    expr(offset, d)
-                }
-                Stmt::Async(AsyncOp::Copy16 { shared, offset, .. }) => {
-                    expr(shared, d) || expr(offset, d)
-                }
-                Stmt::Async(_)
-                | Stmt::WarpSum(_)
-                | Stmt::WarpSync
-                | Stmt::BlockSync
-                | Stmt::Mma { .. }
-                | Stmt::Comment(_) => false,
+            ss.iter().any(|s| {
+                s.exprs().into_iter().any(|e| expr(e, d))
+                    || s.bodies().into_iter().any(|b| stmts(b, d))
             })
         }
         stmts(&self.f.body, d)
@@ -1189,26 +1171,10 @@ impl<'a> FnWriter<'a> {
             own || e.children().into_iter().any(|c| expr(c, b))
         }
         fn stmts(ss: &[Stmt], b: usize) -> bool {
-            ss.iter().any(|s| match s {
-                Stmt::Let(_, e) | Stmt::Set(_, e) => expr(e, b),
-                Stmt::For {
-                    start, end, body, ..
-                } => expr(start, b) || expr(end, b) || stmts(body, b),
-                Stmt::If { cond, then } => expr(cond, b) || stmts(then, b),
-                Stmt::Store { buf, index, value } => *buf == b || expr(index, b) || expr(value, b),
-                Stmt::LoadVec4 { buf, offset, .. } => *buf == b || expr(offset, b),
-                Stmt::StoreShared4 { offset, .. } => expr(offset, b),
-                Stmt::Async(AsyncOp::Copy16 {
-                    shared,
-                    buf,
-                    offset,
-                }) => *buf == b || expr(shared, b) || expr(offset, b),
-                Stmt::Async(_)
-                | Stmt::WarpSum(_)
-                | Stmt::WarpSync
-                | Stmt::BlockSync
-                | Stmt::Mma { .. }
-                | Stmt::Comment(_) => false,
+            ss.iter().any(|s| {
+                s.buf() == Some(b)
+                    || s.exprs().into_iter().any(|e| expr(e, b))
+                    || s.bodies().into_iter().any(|x| stmts(x, b))
             })
         }
         stmts(&self.f.body, b)

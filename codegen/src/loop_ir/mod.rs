@@ -406,6 +406,45 @@ impl Expr {
 }
 
 impl Stmt {
+    /// The expressions a statement holds directly (not those of nested bodies), in
+    /// order: walkers recurse through these and [`Stmt::bodies`] instead of listing
+    /// every variant.
+    pub fn exprs(&self) -> Vec<&Expr> {
+        match self {
+            Stmt::Let(_, e) | Stmt::Set(_, e) => vec![e],
+            Stmt::For { start, end, .. } => vec![start, end],
+            Stmt::If { cond, .. } => vec![cond],
+            Stmt::Store { index, value, .. } => vec![index, value],
+            Stmt::LoadVec4 { offset, .. } | Stmt::StoreShared4 { offset, .. } => vec![offset],
+            Stmt::Async(AsyncOp::Copy16 { shared, offset, .. }) => vec![shared, offset],
+            Stmt::Async(_)
+            | Stmt::WarpSum(_)
+            | Stmt::WarpSync
+            | Stmt::BlockSync
+            | Stmt::Mma { .. }
+            | Stmt::Comment(_) => Vec::new(),
+        }
+    }
+
+    /// The statement lists nested in a statement (a loop's or a branch's body).
+    pub fn bodies(&self) -> Vec<&[Stmt]> {
+        match self {
+            Stmt::For { body, .. } => vec![body],
+            Stmt::If { then, .. } => vec![then],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The buffer a statement accesses directly (not through an expression).
+    pub fn buf(&self) -> Option<usize> {
+        match self {
+            Stmt::Store { buf, .. }
+            | Stmt::LoadVec4 { buf, .. }
+            | Stmt::Async(AsyncOp::Copy16 { buf, .. }) => Some(*buf),
+            _ => None,
+        }
+    }
+
     /// Variables a warp-level statement names directly (not inside expressions):
     /// `LoadVec4` destinations, `WarpSum`'s variable, `StoreShared4` sources, every
     /// `Mma` operand; empty for the others.
