@@ -8,7 +8,7 @@
 //!     [--shapes 8192x8192,8192x28672,28672x8192,14336x4096] [--m 1,4,8]
 //!     [--copies 8] [--iters 200] [--peak 4.24] [--no-check] [--dump-ptx DIR]
 //!     [--backend qkc,llvm] [--block 128,256] [--unroll 2,4,8] [--chunk auto,32] [--min-blocks 0,12]
-//!     [--masked-tail 1,0] [--rows 0,1,2,4] [--stage 0,1] [--spread 1,0] [--prefetch 1,0] [--magic 1,0,2 (2: without folding the bias)]
+//!     [--masked-tail 1,0] [--rows 0,1,2,4] [--stage 0,1,2,3 (direct, through registers, cp.async into 2, 3, ... buffers)] [--spread 1,0] [--prefetch 1,0] [--magic 1,0,2 (2: without folding the bias)]
 //!     [--mma 0,1,2 (off, on for M >= 3 (the default), on for every M)] [--mma-chunks 1,2,4] [--mma-stage 0,1,2 (direct, through registers, cp.async)] [--mma-split 1,2,4] [--long-rows 1|0]
 //!     [--peers peers.csv] [--csv out.csv] [--svg out.svg]
 //!     (a sweep over lowerings; --min-blocks sets `.minnctapersm`, 0 = none;
@@ -26,7 +26,7 @@
 //! variant and the peers against the read ceiling. `benches/gpu/run.sh` runs it all.
 
 use half::{bf16, f16};
-use qkc::codegen::lower::{GpuOptions, MmaLoads};
+use qkc::codegen::lower::{GpuOptions, WeightLoads};
 use qkc::codegen::ptx::PtxOptions;
 use qkc::dsl::host::{HostBuf, Rng};
 use qkc::dsl::interp;
@@ -298,7 +298,12 @@ fn real_main() -> Result<(), String> {
                         chunk_weights: (chunk > 0).then_some(chunk),
                         masked_tail: masked != 0,
                         rows_per_warp: (rows > 0).then_some(rows),
-                        stage_weights: stage != 0,
+                        weight_loads: match stage {
+                            0 => WeightLoads::Direct,
+                            1 => WeightLoads::Shared,
+                            _ => WeightLoads::Async,
+                        },
+                        copy_stages: stage.max(2),
                         spread: spread != 0,
                         prefetch: prefetch != 0,
                         float_magic: magic != 0,
@@ -307,9 +312,9 @@ fn real_main() -> Result<(), String> {
                         mma: if mma == u32::MAX { base.mma } else { mma != 0 },
                         mma_min_m: if mma == 2 { 1 } else { base.mma_min_m },
                         mma_loads: match mma_stage {
-                            0 => MmaLoads::Direct,
-                            1 => MmaLoads::Shared,
-                            _ => MmaLoads::Async,
+                            0 => WeightLoads::Direct,
+                            1 => WeightLoads::Shared,
+                            _ => WeightLoads::Async,
                         },
                         mma_split: if mma_split == 0 {
                             base.mma_split
@@ -342,7 +347,8 @@ fn real_main() -> Result<(), String> {
                         (mb != 0).then(|| format!("min blocks {mb}")),
                         (masked == 0).then(|| "unmasked tail".to_string()),
                         (rows != 0).then(|| format!("rows/warp {rows}")),
-                        (stage != 0).then(|| "staged".to_string()),
+                        (stage == 1).then(|| "staged".to_string()),
+                        (stage > 1).then(|| format!("cp.async x{stage}")),
                         (spread == 0).then(|| "no spread".to_string()),
                         (prefetch == 0).then(|| "no prefetch".to_string()),
                         (magic == 0).then(|| "no magic".to_string()),

@@ -14,7 +14,7 @@ mod gpu_common;
 use std::sync::Arc;
 
 use gpu_common::*;
-use qkc::codegen::lower::{GpuOptions, MmaLoads};
+use qkc::codegen::lower::{GpuOptions, WeightLoads};
 use qkc::runtime::cuda::{CudaDevice, CudaKernel, CudaOptions, PtxSource};
 use qkc_dsl::host::random_inputs;
 use qkc_dsl::ir::Kernel;
@@ -80,16 +80,17 @@ fn check_kernel(dev: &Arc<CudaDevice>, k: &Kernel, seed: u64, source: PtxSource)
     let p = qkc::codegen::lower::Plan::new(k);
     if source == PtxSource::Qkc && qkc::codegen::lower::mma::MmaPlan::new(&p).is_some() {
         for (tag, mma, loads, split) in [
-            ("mma off", false, MmaLoads::Direct, 4),
-            ("mma at every M", true, MmaLoads::Direct, 4),
-            ("mma staged, split 2", true, MmaLoads::Shared, 2),
-            ("mma cp.async", true, MmaLoads::Async, 4),
+            ("mma off", false, WeightLoads::Direct, 4),
+            ("mma at every M", true, WeightLoads::Direct, 4),
+            ("mma staged, split 2", true, WeightLoads::Shared, 2),
+            ("mma cp.async", true, WeightLoads::Async, 4),
         ] {
             let o = GpuOptions {
                 mma,
                 mma_loads: loads,
                 // Every shape runs the pass's own lowering.
                 mma_long_rows: None,
+                long_rows_loads: None,
                 mma_split: split,
                 mma_min_m: 1,
                 ..GpuOptions::for_kernel(k)
@@ -100,6 +101,19 @@ fn check_kernel(dev: &Arc<CudaDevice>, k: &Kernel, seed: u64, source: PtxSource)
                     .map(|e| format!("[{tag}] {e}")),
             );
         }
+    }
+    // The SIMT GEMV's weights copied to shared memory by cp.async (where the lane
+    // chunks are whole words and the buffers fit; elsewhere it loads directly).
+    if source == PtxSource::Qkc {
+        let o = GpuOptions {
+            weight_loads: WeightLoads::Async,
+            ..GpuOptions::for_kernel(k)
+        };
+        fails.extend(
+            check_with(dev, k, seed ^ 0x77, source, Some(o))
+                .into_iter()
+                .map(|e| format!("[weights by cp.async] {e}")),
+        );
     }
     fails
 }
@@ -267,5 +281,18 @@ fn long_rows_launch_their_own_function() {
         let inputs = random_inputs(&k, &d, seed() ^ m);
         let out = ck.run(&d, &inputs).expect("run");
         check(&k, &d, &inputs, &out.to_f64()).unwrap_or_else(|e| panic!("M={m} N={n} K={kk}: {e}"));
+    }
+    // i8 activations: the 1-row bucket's long-row function copies the SIMT path's
+    // weights to shared memory by cp.async.
+    let k = example("gemv_w3p5");
+    let ck = CudaKernel::new(&dev, &k, &CudaOptions::default()).expect("compile");
+    for (m, n, kk, want) in [(1, 40, 8704, true), (1, 4096, 4096, false)] {
+        let d = dims(&k, m, n, kk);
+        let f = ck.func_for(&d).expect("variant");
+        assert_eq!(async_notes(f), want, "i8 M={m} N={n} K={kk}: {:?}", f.notes);
+        let inputs = random_inputs(&k, &d, seed() ^ 0x18);
+        let out = ck.run(&d, &inputs).expect("run");
+        check(&k, &d, &inputs, &out.to_f64())
+            .unwrap_or_else(|e| panic!("i8 M={m} N={n} K={kk}: {e}"));
     }
 }

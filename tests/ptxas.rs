@@ -149,14 +149,18 @@ fn every_kernel_assembles_with_ptxas() {
         .flat_map(|k| {
             // Every M tile in one function, the runtime's M = 1 and M = 4 buckets
             // (two weight rows per warp), the M = 1 bucket with the weights staged
-            // through shared memory, and the tensor-core path.
+            // through shared memory (through registers, by cp.async), and the tensor-core path.
             let bucket = |m: u64| GpuOptions {
                 m_tiles: vec![m as u32],
                 max_m: Some(m),
                 ..GpuOptions::for_kernel(k)
             };
             let staged = GpuOptions {
-                stage_weights: true,
+                weight_loads: qkc::codegen::lower::WeightLoads::Shared,
+                ..bucket(1)
+            };
+            let copied = GpuOptions {
+                weight_loads: qkc::codegen::lower::WeightLoads::Async,
                 ..bucket(1)
             };
             let mut variants = vec![
@@ -164,6 +168,7 @@ fn every_kernel_assembles_with_ptxas() {
                 ("_m1", bucket(1)),
                 ("_m4", bucket(4)),
                 ("_m1_staged", staged),
+                ("_m1_async", copied),
             ];
             // The tensor-core GEMV (mma.sync; M >= 3 by default) where it applies: the
             // 8-row bucket, and the M = 1 bucket with the path forced on, loading
@@ -196,7 +201,7 @@ fn every_kernel_assembles_with_ptxas() {
                     "_m1_mma_async",
                     GpuOptions {
                         mma_min_m: 1,
-                        mma_loads: qkc::codegen::lower::MmaLoads::Async,
+                        mma_loads: qkc::codegen::lower::WeightLoads::Async,
                         ..bucket(1)
                     },
                 ));

@@ -9,7 +9,7 @@ mod gpu_common;
 
 use gpu_common::*;
 use qkc_codegen::loop_ir::{eval, Func};
-use qkc_codegen::lower::{lower_gpu, GpuOptions, MmaLoads};
+use qkc_codegen::lower::{lower_gpu, GpuOptions, WeightLoads};
 use qkc_dsl::host::random_inputs;
 use qkc_dsl::ir::Kernel;
 
@@ -82,7 +82,7 @@ fn options(k: &Kernel) -> Vec<(&'static str, GpuOptions)> {
         (
             "mma_staged_chunks2",
             GpuOptions {
-                mma_loads: MmaLoads::Shared,
+                mma_loads: WeightLoads::Shared,
                 mma_chunks: 2,
                 mma_split: 2,
                 ..full.clone()
@@ -91,7 +91,7 @@ fn options(k: &Kernel) -> Vec<(&'static str, GpuOptions)> {
         (
             "mma_async",
             GpuOptions {
-                mma_loads: MmaLoads::Async,
+                mma_loads: WeightLoads::Async,
                 ..full.clone()
             },
         ),
@@ -172,14 +172,14 @@ fn options(k: &Kernel) -> Vec<(&'static str, GpuOptions)> {
         (
             "staged",
             GpuOptions {
-                stage_weights: true,
+                weight_loads: WeightLoads::Shared,
                 ..d.clone()
             },
         ),
         (
             "staged_rows3_unroll2_block64",
             GpuOptions {
-                stage_weights: true,
+                weight_loads: WeightLoads::Shared,
                 rows_per_warp: Some(3),
                 unroll: 2,
                 block: 64,
@@ -189,9 +189,37 @@ fn options(k: &Kernel) -> Vec<(&'static str, GpuOptions)> {
         (
             "staged_rows2_unmasked_chunk64",
             GpuOptions {
-                stage_weights: true,
+                weight_loads: WeightLoads::Shared,
                 rows_per_warp: Some(2),
                 masked_tail: false,
+                chunk_weights: Some(64),
+                ..d.clone()
+            },
+        ),
+        (
+            "async",
+            GpuOptions {
+                weight_loads: WeightLoads::Async,
+                ..d.clone()
+            },
+        ),
+        (
+            "async_rows2_unroll1_chunk64",
+            GpuOptions {
+                weight_loads: WeightLoads::Async,
+                rows_per_warp: Some(2),
+                unroll: 1,
+                chunk_weights: Some(64),
+                ..d.clone()
+            },
+        ),
+        (
+            "async3_rows3_unroll1_chunk64",
+            GpuOptions {
+                weight_loads: WeightLoads::Async,
+                copy_stages: 3,
+                rows_per_warp: Some(3),
+                unroll: 1,
                 chunk_weights: Some(64),
                 ..d.clone()
             },
@@ -332,6 +360,40 @@ fn vector_path_is_planned() {
     }
 }
 
+/// Asynchronous weight copies reach the SIMT vector path of the i8 3.5-bit example
+/// (lane chunks of whole words, two buffers within 48 KiB), so the `async*` variants
+/// above test them rather than a direct-load fallback.
+#[test]
+fn async_weight_loads_apply_to_the_i8_gemv() {
+    let (_, k) = example_kernels(ROOT)
+        .into_iter()
+        .find(|(file, _)| file == "gemv_w3p5")
+        .expect("example gemv_w3p5.qk");
+    for o in [
+        GpuOptions {
+            weight_loads: WeightLoads::Async,
+            max_m: Some(1),
+            m_tiles: vec![1],
+            ..GpuOptions::for_kernel(&k)
+        },
+        GpuOptions {
+            weight_loads: WeightLoads::Async,
+            rows_per_warp: Some(2),
+            unroll: 1,
+            chunk_weights: Some(64),
+            ..GpuOptions::for_kernel(&k)
+        },
+    ] {
+        let f = lower_gpu(&k, &o);
+        let text = format!("{f}");
+        assert!(
+            text.contains("cp_async16(") && text.contains("cp_async_wait(1)"),
+            "no asynchronous weight copies in\n{text}"
+        );
+        assert!(f.shared_bytes > 0 && f.shared_bytes <= 48 * 1024);
+    }
+}
+
 /// The tensor-core path with every kind of scale: per weight row and group, per
 /// activation row and group, per weight row and per activation row (loads of rows
 /// past N or M clamped, stores guarded).
@@ -344,10 +406,10 @@ fn mma_path_applies_every_scale_kind() {
     let k = &prog.kernels[0];
     let mut fails = Vec::new();
     for (loads, split) in [
-        (MmaLoads::Direct, 4),
-        (MmaLoads::Direct, 1),
-        (MmaLoads::Shared, 2),
-        (MmaLoads::Async, 4),
+        (WeightLoads::Direct, 4),
+        (WeightLoads::Direct, 1),
+        (WeightLoads::Shared, 2),
+        (WeightLoads::Async, 4),
     ] {
         let o = GpuOptions {
             mma_min_m: 1,

@@ -41,9 +41,11 @@ use super::float_decode::{biased as magic_biased, code as magic_code, magic_fiel
 use super::scales::{group_scale, outer_scale};
 use super::spread::SpreadPlan;
 use super::unpack::{chunk_for, decode_chunk, decode_one, row_bytes, unit_stride_bits};
-use super::Plan;
+use super::{Plan, WeightLoads};
 use crate::loop_ir::build::*;
-use crate::loop_ir::{BinOp, CmpOp, Elem, Expr, Func, Launch, LoopKind, Special, Stmt, Ty, Var};
+use crate::loop_ir::{
+    AsyncOp, BinOp, CmpOp, Elem, Expr, Func, Launch, LoopKind, Special, Stmt, Ty, Var,
+};
 
 /// Knobs of the GPU lowering.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,18 +89,26 @@ pub struct GpuOptions {
     /// flight at M = 1) 4 rows measured 64.0 µs at 8192×28672 against 64.4 with 3
     /// and 66.8-70.7 with 6 (M = 4: 108.2 against 120.7 and 116.4).
     pub rows_per_warp: Option<u32>,
-    /// Stage the GEMV weight bytes through shared memory so that the warp's loads
-    /// are adjacent 16-byte vectors (`bar.warp.sync`, shared loads and stores: the
-    /// PTX backend only; HIP and LLVM report it unsupported). Off by default: on an
-    /// H200 (3.5-bit i8, K×N 8192×28672, M = 1, 2 rows per warp) it measured 44-50 µs
-    /// against 37.6 µs loading directly.
-    pub stage_weights: bool,
+    /// How the vector path's lanes get their chunk words in full iterations
+    /// ([`WeightLoads`]; the PTX backend only, HIP and LLVM report staging
+    /// unsupported). `Direct`: each lane loads its own chunks' words, so a warp load
+    /// instruction touches 32 chunks `bytes` apart. `Shared`: the warp's row spans as
+    /// adjacent 16-byte vectors through registers into shared memory (on an H200,
+    /// 3.5-bit i8, K×N 8192×28672, M = 1, 2 rows per warp: 44-50 µs against 37.6 µs
+    /// direct). `Async`: the same spans by `cp.async` copies into [`Self::copy_stages`]
+    /// rotating buffers, later iterations' in flight while one is decoded (lane chunks of
+    /// whole words, the block's buffers within 48 KiB; otherwise direct).
+    pub weight_loads: WeightLoads,
+    /// Buffers per warp of the vector path's asynchronous copies (`weight_loads`
+    /// `Async`; at least 2): `copy_stages - 1` iterations' copies are in flight while
+    /// one is decoded.
+    pub copy_stages: u32,
     /// Decode integer-activation chunks of 5- to 8-bit units with the spread decode
     /// ([`super::spread`]) where it applies (off: one shift and mask per code).
     pub spread: bool,
     /// Software-pipeline the vector path's full iterations: the next iteration's
     /// weight words are loaded before this iteration's arithmetic (twice the weight
-    /// registers; not with `stage_weights`). Off by default: on an H200 (3.5-bit i8,
+    /// registers; only with direct weight loads). Off by default: on an H200 (3.5-bit i8,
     /// M = 1, K×N 8192×28672 and 28672×8192) it measured 34.6-43 µs against 33.7-35.5
     /// without, at unroll 1-4 and 2-3 rows per warp.
     pub prefetch: bool,
@@ -130,13 +140,13 @@ pub struct GpuOptions {
     /// Chunks of 128 weights per row loaded ahead per iteration of the mma path (4
     /// measured best of 1, 2, 4, 8 on an H200).
     pub mma_chunks: u32,
-    /// How the mma path's lanes get their weights ([`super::mma::MmaLoads`]): each its
+    /// How the mma path's lanes get their weights ([`WeightLoads`]): each its
     /// pieces' words directly (the default), or the warp's 16 rows as 16-byte vectors
     /// through shared memory (when rows are a multiple of 16 bytes), by loads and
     /// stores or by double-buffered `cp.async` copies. Register staging measured
     /// slower on an H200 (f16, M = 1, 4 chunks, before split K: 107 us against 84 at
     /// 8192 x 28672, 149 against 155 at 28672 x 8192).
-    pub mma_loads: super::mma::MmaLoads,
+    pub mma_loads: WeightLoads,
     /// Warps of a block that share each 16-row tile of the mma path, splitting its K
     /// chunks (a divisor of the block's warps; 1: a warp per tile). Their partial sums
     /// meet in shared memory after a block barrier.
@@ -153,7 +163,13 @@ pub struct GpuOptions {
     /// default / this: 28672 x 8192 M=2 77.0 (SIMT) / 66.0, M=4 80.9 / 70.2, M=8 87.7 /
     /// 76.7; 14336 x 4096 M=2 24.0 / 22.4, M=4 25.2 / 23.5, M=8 27.1 / 25.4; on the
     /// shapes with K < 2N cp.async was slower or equal (8192 x 8192 M=4 29.3 / 28.4).
-    pub mma_long_rows: Option<(super::mma::MmaLoads, u32)>,
+    pub mma_long_rows: Option<(WeightLoads, u32)>,
+    /// For long rows (K ≥ 2N): the vector path's weight loads in the CUDA runtime's
+    /// second function for each M bucket (as [`Self::mma_long_rows`]; ignored by the
+    /// lowering). Default `Async`: on an H200 (3.5-bit i8, M = 1) 35.2 µs against 41.4
+    /// loading directly at 28672x8192 and equal at 14336x4096, but 36.1 against 34.8 at
+    /// 8192x28672 (short rows, three times the blocks), hence long rows only.
+    pub long_rows_loads: Option<WeightLoads>,
 }
 
 impl GpuOptions {
@@ -171,17 +187,19 @@ impl GpuOptions {
             max_m: None,
             masked_tail: true,
             rows_per_warp: None,
-            stage_weights: false,
+            weight_loads: WeightLoads::Direct,
+            copy_stages: 2,
             spread: true,
             prefetch: false,
             float_magic: true,
             float_fold: true,
             mma: true,
             mma_chunks: 4,
-            mma_loads: super::mma::MmaLoads::Direct,
+            mma_loads: WeightLoads::Direct,
             mma_split: 4,
             mma_min_m: 3,
-            mma_long_rows: Some((super::mma::MmaLoads::Async, 2)),
+            mma_long_rows: Some((WeightLoads::Async, 2)),
+            long_rows_loads: Some(WeightLoads::Async),
         }
     }
 
@@ -474,7 +492,7 @@ pub fn lower(p: &Plan, m_max: u64, o: &GpuOptions) -> Func {
             chunk,
             o.unroll.max(1) as usize,
             o.masked_tail,
-            o.stage_weights,
+            (o.weight_loads, o.copy_stages.max(2) as usize),
             o.spread,
             o.prefetch,
             match (o.float_magic, o.float_fold) {
@@ -903,6 +921,49 @@ fn staged_words(
         .collect()
 }
 
+/// Asynchronous copies of the warp's rows' spans of one full iteration (`span` bytes
+/// per row from chunk `first`, a multiple of 32) to shared byte `dst` (rows `span`
+/// apart): lane `l` copies the 16-byte vectors `l, l + 32, ...` of each span.
+fn span_copies(
+    p: &Plan,
+    wrows: &[Var],
+    first: Expr,
+    bytes: usize,
+    span: usize,
+    lane32: Var,
+    dst: Expr,
+) -> Vec<Stmt> {
+    let segs = span / 16;
+    let mut out = Vec::new();
+    let l16 = mul(var(lane32), i32c(16));
+    for (r, &wrow) in wrows.iter().enumerate() {
+        let src = add(
+            add(var(wrow), mul(first.clone(), i64c(bytes as i64))),
+            cast(Ty::I64, l16.clone()),
+        );
+        for j in 0..segs.div_ceil(32) {
+            let copy = Stmt::Async(AsyncOp::Copy16 {
+                shared: add(
+                    dst.clone(),
+                    add(l16.clone(), i32c((r * span + 512 * j) as i64)),
+                ),
+                buf: p.weight,
+                offset: add(src.clone(), i64c(512 * j as i64)),
+            });
+            if 32 * (j + 1) <= segs {
+                out.push(copy);
+            } else {
+                // The last round: only the lanes with a vector left.
+                out.push(Stmt::If {
+                    cond: cmp(CmpOp::Lt, var(lane32), i32c((segs - 32 * j) as i64)),
+                    then: vec![copy],
+                });
+            }
+        }
+    }
+    out
+}
+
 /// The vector path of one M tile: lanes take interleaved lane chunks (coalesced
 /// loads), `unroll` chunks per lane per iteration with every load issued before the
 /// arithmetic, then one chunk per lane for the remainder. Adds into `total` and sets
@@ -920,7 +981,7 @@ fn vector_path(
     total_ty: Ty,
     tail_start: Var,
     masked_tail: bool,
-    stage: bool,
+    loads: (WeightLoads, usize),
     spread: bool,
     prefetch: bool,
     magic: Magic,
@@ -983,22 +1044,53 @@ fn vector_path(
     vb.push(Stmt::Let(nch, div_pos(dim(dk), c.weights)));
     let lane32 = f.var("lane32", Ty::I32);
     vb.push(Stmt::Let(lane32, Expr::Special(Special::LaneId)));
-    let per_iter = 32 * unroll;
-    let nit = f.var("niter", Ty::I64);
-    vb.push(Stmt::Let(nit, div_pos(var(nch), per_iter)));
+    let full_unroll = unroll;
     // Full iterations stage the warp's weight bytes through shared memory (see
     // `staged_words`) when the option is on and chunks are whole words.
     let wpb = match f.launch {
         Launch::Gpu { block, .. } => (block / 32) as usize,
         Launch::Cpu => 1,
     };
-    let smem = wpb * rpw * 32 * unroll * c.bytes;
-    // At most 32 KiB per block (static shared memory stops at 48 KiB, and more would
-    // cost occupancy): larger tiles load directly.
-    let staged = stage && c.bytes.is_multiple_of(4) && smem <= 32 * 1024;
+    // One buffer of the warp's rows' spans per block (`stages` with asynchronous
+    // copies, whose iterations take one chunk per lane and row: the copies in flight
+    // replace the unrolled loads; measured on an H200, 3.5-bit i8, M = 1, 28672x8192:
+    // 35.2 µs against 40.4 with two chunks).
+    let (loads, stages) = loads;
+    let unroll = if loads == WeightLoads::Async {
+        1
+    } else {
+        unroll
+    };
+    let span = 32 * unroll * c.bytes;
+    let buffers = if loads == WeightLoads::Async {
+        stages
+    } else {
+        1
+    };
+    let smem = buffers * wpb * rpw * span;
+    // Staging through registers: at most 32 KiB per block (more costs occupancy);
+    // asynchronous copies: the 48 KiB of static shared memory. Larger tiles, and
+    // chunks of partial words, load directly.
+    let limit = if buffers > 1 { 48 * 1024 } else { 32 * 1024 };
+    let staged = loads.staged() && c.bytes.is_multiple_of(4) && smem <= limit;
+    let copies = staged && loads == WeightLoads::Async;
+    let unroll = if loads == WeightLoads::Async && !copies {
+        full_unroll
+    } else {
+        unroll
+    };
     if staged {
         f.shared_bytes = f.shared_bytes.max(smem);
     }
+    if copies {
+        f.notes.push(format!(
+            "vector path ({rpw} row(s) per warp): full iterations copy the warp's weight spans to shared memory by cp.async ({buffers} buffers of {} bytes per warp), one chunk per lane and row",
+            rpw * span
+        ));
+    }
+    let per_iter = 32 * unroll;
+    let nit = f.var("niter", Ty::I64);
+    vb.push(Stmt::Let(nit, div_pos(var(nch), per_iter)));
 
     // Chunks `base + 32u`, u < count: loads first (weights, then activations), then
     // the arithmetic. Offsets of chunk u are constants from per-iteration bases.
@@ -1491,6 +1583,104 @@ fn vector_path(
                 }
             }
         }
+    } else if copies {
+        // Asynchronous copies into `buffers` rotating buffers: the first
+        // `buffers - 1` iterations' spans are copied before the loop; each iteration
+        // starts the copies `buffers - 1` iterations ahead into the buffer the
+        // previous iteration read, waits for its own and reads its lanes' words.
+        let region = f.var("aregion", Ty::I32);
+        let bsize = (rpw * span) as i64;
+        let ahead = buffers as i64 - 1;
+        pro.push(Stmt::Let(
+            region,
+            mul(
+                bin(BinOp::Shr, Expr::Special(Special::ThreadIdx), i32c(5)),
+                i32c(buffers as i64 * bsize),
+            ),
+        ));
+        let boff = f.var("abuf", Ty::I32);
+        pro.push(Stmt::Let(boff, i32c(0)));
+        // An earlier M tile's reads of the region are done before it is refilled.
+        pro.push(Stmt::WarpSync);
+        let end = mul(var(nit), i64c(per_iter as i64));
+        for s in 0..ahead {
+            let first = i64c(s * per_iter as i64);
+            pro.push(Stmt::If {
+                cond: cmp(CmpOp::Lt, first.clone(), end.clone()),
+                then: span_copies(
+                    p,
+                    &wrows,
+                    first,
+                    c.bytes,
+                    span,
+                    lane32,
+                    add(var(region), i32c(s * bsize)),
+                ),
+            });
+            pro.push(Stmt::Async(AsyncOp::Commit));
+        }
+        // Every lane has read the buffer the previous iteration decoded (the one
+        // refilled now).
+        ib.push(Stmt::WarpSync);
+        let next = add(var(it), i64c(ahead * per_iter as i64));
+        let refill = Expr::Select(
+            Box::new(cmp(CmpOp::Eq, var(boff), i32c(0))),
+            Box::new(i32c(ahead * bsize)),
+            Box::new(sub(var(boff), i32c(bsize))),
+        );
+        ib.push(Stmt::If {
+            cond: cmp(CmpOp::Lt, next.clone(), end),
+            then: span_copies(
+                p,
+                &wrows,
+                next,
+                c.bytes,
+                span,
+                lane32,
+                add(var(region), refill),
+            ),
+        });
+        ib.push(Stmt::Async(AsyncOp::Commit));
+        ib.push(Stmt::Async(AsyncOp::Wait(ahead as u32)));
+        ib.push(Stmt::WarpSync);
+        let own = f.var("aown", Ty::I32);
+        ib.push(Stmt::Let(
+            own,
+            add(
+                add(var(region), var(boff)),
+                mul(var(lane32), i32c(c.bytes as i64)),
+            ),
+        ));
+        let words = (0..rpw)
+            .map(|r| {
+                (0..unroll)
+                    .map(|u| {
+                        (0..c.bytes / 4)
+                            .map(|v| {
+                                let x = f.var(format!("w{u}_{r}_{v}"), Ty::I32);
+                                ib.push(Stmt::Let(
+                                    x,
+                                    Expr::LoadShared(Box::new(add(
+                                        var(own),
+                                        i32c((r * span + 32 * u * c.bytes + 4 * v) as i64),
+                                    ))),
+                                ));
+                                x
+                            })
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect();
+        ib.extend(chunk_body(f, base, unroll, None, false, Some(words)));
+        ib.push(Stmt::Set(
+            boff,
+            Expr::Select(
+                Box::new(cmp(CmpOp::Eq, var(boff), i32c(ahead * bsize))),
+                Box::new(i32c(0)),
+                Box::new(add(var(boff), i32c(bsize))),
+            ),
+        ));
     } else {
         ib.extend(chunk_body(f, base, unroll, None, staged, None));
     }
@@ -1506,6 +1696,10 @@ fn vector_path(
         vb.push(full);
     } else {
         pro.push(full);
+        if copies {
+            // The last iterations' groups are empty; nothing is left in flight.
+            pro.push(Stmt::Async(AsyncOp::Wait(0)));
+        }
         vb.push(Stmt::If {
             cond: cmp(CmpOp::Lt, i64c(0), var(nit)),
             then: pro,
@@ -1586,7 +1780,7 @@ fn gemv_body(
     chunk: Option<LaneChunk>,
     unroll: usize,
     masked_tail: bool,
-    stage: bool,
+    loads: (WeightLoads, usize),
     spread: bool,
     prefetch: bool,
     magic: Magic,
@@ -1681,7 +1875,7 @@ fn gemv_body(
             unroll,
             float_out,
             masked_tail,
-            stage,
+            loads,
             spread,
             prefetch,
             magic,
@@ -1709,7 +1903,7 @@ fn gemv_tile(
     unroll: usize,
     float_out: bool,
     masked_tail: bool,
-    stage: bool,
+    loads: (WeightLoads, usize),
     spread: bool,
     prefetch: bool,
     magic: Magic,
@@ -1772,7 +1966,7 @@ fn gemv_tile(
             total_ty,
             tail_start,
             masked_tail,
-            stage,
+            loads,
             spread,
             prefetch,
             magic,

@@ -41,7 +41,7 @@ use qkc_dsl::layout::FieldDesc;
 
 use super::scales::{group_scale, outer_scale};
 use super::unpack::unit_stride_bits;
-use super::Plan;
+use super::{Plan, WeightLoads};
 use crate::loop_ir::build::*;
 use crate::loop_ir::{AsyncOp, BinOp, CmpOp, Elem, Expr, Func, LoopKind, Special, Stmt, Ty, Var};
 
@@ -51,28 +51,6 @@ pub const CHUNK: usize = 128;
 const PIECE: usize = 32;
 /// Weight rows per warp (the `mma` M dimension).
 pub const ROWS: usize = 16;
-
-/// How the lanes get their pieces' words.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum MmaLoads {
-    /// Each lane loads its pieces' 32-bit words from global memory.
-    #[default]
-    Direct,
-    /// The warp loads its rows' spans as 16-byte vectors into registers, stores them to
-    /// shared memory and each lane reads its pieces' words back.
-    Shared,
-    /// As `Shared`, but the vectors go straight to shared memory by asynchronous copies
-    /// (`cp.async`, no staging registers), double-buffered: an iteration's copies are
-    /// in flight while the previous iteration's words are decoded.
-    Async,
-}
-
-impl MmaLoads {
-    /// Whether the weights go through shared memory.
-    pub fn staged(self) -> bool {
-        self != MmaLoads::Direct
-    }
-}
 
 /// Two codes decoded into one packed f16 pair.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -231,7 +209,7 @@ impl MmaPlan {
     }
 
     /// A one-line description for the function's notes.
-    pub fn describe(&self, chunks: usize, wpb: i64, split: i64, loads: MmaLoads) -> String {
+    pub fn describe(&self, chunks: usize, wpb: i64, split: i64, loads: WeightLoads) -> String {
         format!(
             "schedule gpu mma (M <= 8, K % {CHUNK} == 0): mma.sync m16n8k16 f16 -> f32, {ROWS} weight rows per tile, {wpb} warps per block, {split} warp(s) per tile splitting K (partials added in shared memory after a block barrier), weights as A and activation rows as B columns; each lane decodes {PIECE} weights ({} bits, {} words{}) of 2 rows per chunk of {CHUNK} in {} windows, codes to f16 pairs by exponent magic and hfma2, {chunks} chunks in flight{}",
             self.piece_bits,
@@ -239,9 +217,9 @@ impl MmaPlan {
             if self.shifted { ", funnel-aligned" } else { "" },
             self.windows.len(),
             match loads {
-                MmaLoads::Direct => "",
-                MmaLoads::Shared => ", weights staged through shared memory (16-byte loads)",
-                MmaLoads::Async =>
+                WeightLoads::Direct => "",
+                WeightLoads::Shared => ", weights staged through shared memory (16-byte loads)",
+                WeightLoads::Async =>
                     ", weights copied to shared memory by cp.async (16-byte copies, double-buffered)",
             }
         )
@@ -561,7 +539,7 @@ pub fn body(
     wpb: i64,
     split: i64,
     in_flight: usize,
-    loads: MmaLoads,
+    loads: WeightLoads,
 ) -> MmaBody {
     let (dm, dn, dk) = (p.m, p.n, p.k);
     let tpb = wpb / split;
@@ -666,7 +644,7 @@ pub fn body(
     let u = in_flight.max(1);
     // Asynchronous copies: two buffers per warp, one being filled while the other is
     // read.
-    let buffers = if loads == MmaLoads::Async { 2 } else { 1 };
+    let buffers = if loads == WeightLoads::Async { 2 } else { 1 };
     let stage = loads.staged().then(|| {
         let span = u as i64 * cb;
         let pitch = span + 16;
@@ -770,7 +748,7 @@ pub fn body(
             ),
         ),
     );
-    let main = if loads == MmaLoads::Async {
+    let main = if loads == WeightLoads::Async {
         // Copies of the first iteration's rows into buffer 0; each iteration then
         // starts the next one's into the other buffer before decoding its own.
         let st = lane.stage.as_ref().expect("staged");
@@ -810,7 +788,7 @@ pub fn body(
         kind: LoopKind::Serial,
         body: main,
     });
-    if loads == MmaLoads::Async {
+    if loads == WeightLoads::Async {
         // The last iteration's group is empty; nothing is left in flight.
         o.push(Stmt::Async(AsyncOp::Wait(0)));
     }
@@ -1006,12 +984,17 @@ const SHARED_LIMIT: i64 = 48 * 1024;
 /// spans split into 16-byte vectors evenly over the 32 lanes (up from `want`, else
 /// down) and the warps' buffers (with the split-K partials) fit the static shared
 /// memory; when no count does, the lanes load directly.
-pub fn loads_and_chunks(mp: &MmaPlan, want: usize, loads: MmaLoads, wpb: i64) -> (MmaLoads, usize) {
+pub fn loads_and_chunks(
+    mp: &MmaPlan,
+    want: usize,
+    loads: WeightLoads,
+    wpb: i64,
+) -> (WeightLoads, usize) {
     let want = want.max(1);
     if !loads.staged() {
         return (loads, want);
     }
-    let buffers = if loads == MmaLoads::Async { 2 } else { 1 };
+    let buffers = if loads == WeightLoads::Async { 2 } else { 1 };
     let fits = |u: usize| {
         let span = u as i64 * mp.chunk_bytes();
         span % 32 == 0 && wpb * buffers * 16 * (span + 16) + wpb * 32 * 16 <= SHARED_LIMIT
@@ -1019,7 +1002,7 @@ pub fn loads_and_chunks(mp: &MmaPlan, want: usize, loads: MmaLoads, wpb: i64) ->
     let up = (want..4 * want).find(|&u| fits(u));
     match up.or_else(|| (1..want).rev().find(|&u| fits(u))) {
         Some(u) => (loads, u),
-        None => (MmaLoads::Direct, want),
+        None => (WeightLoads::Direct, want),
     }
 }
 

@@ -23,11 +23,33 @@ pub mod spread;
 pub mod unpack;
 
 pub use gpu::GpuOptions;
-pub use mma::MmaLoads;
 pub use plan::Plan;
 
 use crate::loop_ir::Func;
 use qkc_dsl::ir::Kernel;
+
+/// How a GPU GEMV's lanes get their weight words (the SIMT vector path's lane chunks,
+/// the tensor-core path's pieces).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum WeightLoads {
+    /// Each lane loads its own words from global memory.
+    #[default]
+    Direct,
+    /// The warp loads its rows' spans as adjacent 16-byte vectors into registers,
+    /// stores them to shared memory and each lane reads its own words back.
+    Shared,
+    /// As `Shared`, but the vectors go straight to shared memory by asynchronous copies
+    /// (`cp.async`, no staging registers), double-buffered: an iteration's copies are
+    /// in flight while the previous iteration's words are decoded.
+    Async,
+}
+
+impl WeightLoads {
+    /// Whether the weights go through shared memory.
+    pub fn staged(self) -> bool {
+        self != WeightLoads::Direct
+    }
+}
 
 /// Knobs of the lowering pipeline (each stage can be turned off to test the others).
 #[derive(Clone, Debug, PartialEq, Eq)]
