@@ -8,7 +8,7 @@
 //!     [--shapes 8192x8192,8192x28672,28672x8192,14336x4096] [--m 1,4,8]
 //!     [--copies 8] [--iters 200] [--peak 4.24] [--no-check] [--dump-ptx DIR]
 //!     [--backend qkc,llvm] [--block 128,256] [--unroll 2,4,8] [--chunk auto,32] [--min-blocks 0,12]
-//!     [--masked-tail 1,0] [--rows 0,1,2,4] [--stage 0,1,2,3 (direct, through registers, cp.async into 2, 3, ... buffers)] [--spread 1,0] [--prefetch 1,0] [--magic 1,0,2 (2: without folding the bias)]
+//!     [--masked-tail 1,0] [--rows 0,1,2,4] [--stage 0,1,2,3 (direct, through registers, cp.async into 2, 3, ... buffers; default: cp.async x2 where it applies)] [--spread 1,0] [--prefetch 1,0] [--magic 1,0,2 (2: without folding the bias)]
 //!     [--mma 0,1,2 (off, on for M >= 3 (the default), on for every M)] [--mma-chunks 1,2,4] [--mma-stage 0,1,2 (direct, through registers, cp.async)] [--mma-split 1,2,4] [--long-rows 1|0]
 //!     [--peers peers.csv] [--csv out.csv] [--svg out.svg]
 //!     (a sweep over lowerings; --min-blocks sets `.minnctapersm`, 0 = none;
@@ -79,7 +79,7 @@ fn parse() -> Result<Args, String> {
         min_blocks: vec![0],
         masked: vec![1],
         rows: vec![0],
-        stage: vec![0],
+        stage: vec![u32::MAX],
         spread: vec![1],
         magic: vec![1],
         mma: vec![u32::MAX],
@@ -299,11 +299,16 @@ fn real_main() -> Result<(), String> {
                         masked_tail: masked != 0,
                         rows_per_warp: (rows > 0).then_some(rows),
                         weight_loads: match stage {
+                            u32::MAX => base.weight_loads,
                             0 => WeightLoads::Direct,
                             1 => WeightLoads::Shared,
                             _ => WeightLoads::Async,
                         },
-                        copy_stages: stage.max(2),
+                        copy_stages: if stage == u32::MAX {
+                            base.copy_stages
+                        } else {
+                            stage.max(2)
+                        },
                         spread: spread != 0,
                         prefetch: prefetch != 0,
                         float_magic: magic != 0,
@@ -347,8 +352,9 @@ fn real_main() -> Result<(), String> {
                         (mb != 0).then(|| format!("min blocks {mb}")),
                         (masked == 0).then(|| "unmasked tail".to_string()),
                         (rows != 0).then(|| format!("rows/warp {rows}")),
+                        (stage == 0).then(|| "direct loads".to_string()),
                         (stage == 1).then(|| "staged".to_string()),
-                        (stage > 1).then(|| format!("cp.async x{stage}")),
+                        (stage > 1 && stage != u32::MAX).then(|| format!("cp.async x{stage}")),
                         (spread == 0).then(|| "no spread".to_string()),
                         (prefetch == 0).then(|| "no prefetch".to_string()),
                         (magic == 0).then(|| "no magic".to_string()),

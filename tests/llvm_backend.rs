@@ -474,7 +474,7 @@ fn gpu_funcs() -> Vec<(Kernel, Func)> {
         .into_iter()
         .filter(|k| !k.name.ends_with("_m8"))
         .map(|k| {
-            let f = lower_gpu(&k, &GpuOptions::without_mma(&k));
+            let f = lower_gpu(&k, &GpuOptions::portable(&k));
             (k, f)
         })
         .collect()

@@ -149,7 +149,8 @@ fn every_kernel_assembles_with_ptxas() {
         .flat_map(|k| {
             // Every M tile in one function, the runtime's M = 1 and M = 4 buckets
             // (two weight rows per warp), the M = 1 bucket with the weights staged
-            // through shared memory (through registers, by cp.async), and the tensor-core path.
+            // through registers and loaded directly (the default copies them by cp.async),
+            // and the tensor-core path.
             let bucket = |m: u64| GpuOptions {
                 m_tiles: vec![m as u32],
                 max_m: Some(m),
@@ -159,8 +160,8 @@ fn every_kernel_assembles_with_ptxas() {
                 weight_loads: qkc::codegen::lower::WeightLoads::Shared,
                 ..bucket(1)
             };
-            let copied = GpuOptions {
-                weight_loads: qkc::codegen::lower::WeightLoads::Async,
+            let direct = GpuOptions {
+                weight_loads: qkc::codegen::lower::WeightLoads::Direct,
                 ..bucket(1)
             };
             let mut variants = vec![
@@ -168,7 +169,7 @@ fn every_kernel_assembles_with_ptxas() {
                 ("_m1", bucket(1)),
                 ("_m4", bucket(4)),
                 ("_m1_staged", staged),
-                ("_m1_async", copied),
+                ("_m1_direct", direct),
             ];
             // The tensor-core GEMV (mma.sync; M >= 3 by default) where it applies: the
             // 8-row bucket, and the M = 1 bucket with the path forced on, loading

@@ -197,9 +197,18 @@ fn options(k: &Kernel) -> Vec<(&'static str, GpuOptions)> {
             },
         ),
         (
-            "async",
+            "direct",
             GpuOptions {
-                weight_loads: WeightLoads::Async,
+                weight_loads: WeightLoads::Direct,
+                ..d.clone()
+            },
+        ),
+        (
+            "direct_m1_bucket",
+            GpuOptions {
+                weight_loads: WeightLoads::Direct,
+                max_m: Some(1),
+                m_tiles: vec![1],
                 ..d.clone()
             },
         ),
@@ -361,8 +370,9 @@ fn vector_path_is_planned() {
 }
 
 /// Asynchronous weight copies reach the SIMT vector path of the i8 3.5-bit example
-/// (lane chunks of whole words, two buffers within 48 KiB), so the `async*` variants
-/// above test them rather than a direct-load fallback.
+/// (lane chunks of whole words, two buffers within 48 KiB) by default in the 1-row
+/// bucket, so the default and `async*` variants above test them rather than a
+/// direct-load fallback.
 #[test]
 fn async_weight_loads_apply_to_the_i8_gemv() {
     let (_, k) = example_kernels(ROOT)
@@ -371,7 +381,6 @@ fn async_weight_loads_apply_to_the_i8_gemv() {
         .expect("example gemv_w3p5.qk");
     for o in [
         GpuOptions {
-            weight_loads: WeightLoads::Async,
             max_m: Some(1),
             m_tiles: vec![1],
             ..GpuOptions::for_kernel(&k)

@@ -251,7 +251,6 @@ impl CudaKernel {
         if opts.source != PtxSource::Qkc {
             // Shared-memory staging and the tensor-core path are PTX-backend lowerings.
             base.weight_loads = qkc_codegen::lower::WeightLoads::Direct;
-            base.long_rows_loads = None;
             base.mma = false;
         }
         let arch = opts.arch.unwrap_or(dev.arch);
@@ -267,19 +266,21 @@ impl CudaKernel {
                 ..base.clone()
             };
             let func = lower_gpu(kernel, &o);
-            // Long rows (K >= 2N) take their own function where its loads (SIMT
-            // weights, the tensor-core path's from another M) lower differently.
-            let mut lo_opts = o.clone();
-            if let Some(loads) = base.long_rows_loads {
-                lo_opts.weight_loads = loads;
-            }
-            if let Some((loads, min_m)) = base.mma_long_rows.filter(|_| lo >= 2 && base.mma) {
-                lo_opts.mma_loads = loads;
-                lo_opts.mma_min_m = min_m;
-            }
-            let long = Some(lo_opts)
-                .filter(|l| *l != o)
-                .map(|l| lower_gpu(kernel, &l))
+            // Long rows (K >= 2N) take the tensor-core path with other loads from
+            // another M, where that lowers to a different function.
+            let long = base
+                .mma_long_rows
+                .filter(|_| lo >= 2 && base.mma)
+                .map(|(loads, min_m)| {
+                    lower_gpu(
+                        kernel,
+                        &GpuOptions {
+                            mma_loads: loads,
+                            mma_min_m: min_m,
+                            ..o.clone()
+                        },
+                    )
+                })
                 .filter(|f| *f != func);
             variants.push(Variant {
                 lo,

@@ -183,7 +183,7 @@ fn emit_llvm(a: &EmitArgs, k: &qkc_dsl::ir::Kernel) -> miette::Result<()> {
     use qkc_codegen::llvm::{self, AmdgpuArch, LlvmTarget, NvptxArch};
     use qkc_codegen::lower::{lower_cpu, lower_gpu, GpuOptions};
     // No `mma.sync` through LLVM: its GPU targets get the SIMT GEMV at every M.
-    let gpu = || lower_gpu(k, &GpuOptions::without_mma(k));
+    let gpu = || lower_gpu(k, &GpuOptions::portable(k));
     let write = |dir: &PathBuf, name: String, bytes: &[u8]| -> miette::Result<()> {
         std::fs::create_dir_all(dir)
             .map_err(|e| miette!("cannot create {}: {e}", dir.display()))?;

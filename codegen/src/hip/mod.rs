@@ -371,7 +371,7 @@ pub fn emit_module(
 pub fn lower_kernel(k: &Kernel, opts: &HipOptions) -> KernelSpec {
     let func = match opts.schedule {
         // No `mma.sync` on AMD: the SIMT GEMV serves every shape.
-        Schedule::Gpu => lower_gpu(k, &GpuOptions::without_mma(k)),
+        Schedule::Gpu => lower_gpu(k, &GpuOptions::portable(k)),
         Schedule::Portable => lower_cpu(k, &CpuOptions::for_kernel(k)),
     };
     KernelSpec::from_kernel(k, func)

@@ -90,14 +90,17 @@ pub struct GpuOptions {
     /// and 66.8-70.7 with 6 (M = 4: 108.2 against 120.7 and 116.4).
     pub rows_per_warp: Option<u32>,
     /// How the vector path's lanes get their chunk words in full iterations
-    /// ([`WeightLoads`]; the PTX backend only, HIP and LLVM report staging
-    /// unsupported). `Direct`: each lane loads its own chunks' words, so a warp load
+    /// ([`super::WeightLoads`]; PTX only: [`Self::portable`] loads directly for HIP and
+    /// LLVM). `Direct`: each lane loads its own chunks' words, so a warp load
     /// instruction touches 32 chunks `bytes` apart. `Shared`: the warp's row spans as
     /// adjacent 16-byte vectors through registers into shared memory (on an H200,
     /// 3.5-bit i8, K×N 8192×28672, M = 1, 2 rows per warp: 44-50 µs against 37.6 µs
-    /// direct). `Async`: the same spans by `cp.async` copies into [`Self::copy_stages`]
-    /// rotating buffers, later iterations' in flight while one is decoded (lane chunks of
-    /// whole words, the block's buffers within 48 KiB; otherwise direct).
+    /// direct). `Async` (the default): the same spans by `cp.async` copies into
+    /// [`Self::copy_stages`] rotating buffers, later iterations' in flight while one is
+    /// decoded, one chunk per lane and row per iteration; where lane chunks are whole
+    /// words and the buffers fit 48 KiB (i8 at M = 1: 4 rows per warp), elsewhere direct.
+    /// H200, 3.5-bit i8, M = 1, against direct with 3 rows: 8192×28672 34.2 vs 34.8 µs,
+    /// 28672×8192 32.2 vs 41.4, 8192×8192 14.3 vs 16.5, 14336×4096 14.7 vs 14.7.
     pub weight_loads: WeightLoads,
     /// Buffers per warp of the vector path's asynchronous copies (`weight_loads`
     /// `Async`; at least 2): `copy_stages - 1` iterations' copies are in flight while
@@ -164,12 +167,6 @@ pub struct GpuOptions {
     /// 76.7; 14336 x 4096 M=2 24.0 / 22.4, M=4 25.2 / 23.5, M=8 27.1 / 25.4; on the
     /// shapes with K < 2N cp.async was slower or equal (8192 x 8192 M=4 29.3 / 28.4).
     pub mma_long_rows: Option<(WeightLoads, u32)>,
-    /// For long rows (K ≥ 2N): the vector path's weight loads in the CUDA runtime's
-    /// second function for each M bucket (as [`Self::mma_long_rows`]; ignored by the
-    /// lowering). Default `Async`: on an H200 (3.5-bit i8, M = 1) 35.2 µs against 41.4
-    /// loading directly at 28672x8192 and equal at 14336x4096, but 36.1 against 34.8 at
-    /// 8192x28672 (short rows, three times the blocks), hence long rows only.
-    pub long_rows_loads: Option<WeightLoads>,
 }
 
 impl GpuOptions {
@@ -187,7 +184,7 @@ impl GpuOptions {
             max_m: None,
             masked_tail: true,
             rows_per_warp: None,
-            weight_loads: WeightLoads::Direct,
+            weight_loads: WeightLoads::Async,
             copy_stages: 2,
             spread: true,
             prefetch: false,
@@ -199,15 +196,16 @@ impl GpuOptions {
             mma_split: 4,
             mma_min_m: 3,
             mma_long_rows: Some((WeightLoads::Async, 2)),
-            long_rows_loads: Some(WeightLoads::Async),
         }
     }
 
-    /// [`Self::for_kernel`] for backends without `mma.sync` (HIP, LLVM's AMDGPU and
-    /// NVPTX targets): the tensor-core path off.
-    pub fn without_mma(k: &Kernel) -> GpuOptions {
+    /// [`Self::for_kernel`] for backends without the PTX-only lowerings (HIP, LLVM's
+    /// AMDGPU and NVPTX targets): no tensor-core path (`mma.sync`), weights loaded
+    /// directly (no `cp.async`).
+    pub fn portable(k: &Kernel) -> GpuOptions {
         GpuOptions {
             mma: false,
+            weight_loads: WeightLoads::Direct,
             ..GpuOptions::for_kernel(k)
         }
     }
@@ -440,6 +438,14 @@ pub fn lower(p: &Plan, m_max: u64, o: &GpuOptions) -> Func {
     let rpw = o
         .rows_per_warp
         .unwrap_or(match (p.int, tiles.last().copied().unwrap_or(8)) {
+            // Weights copied by cp.async (whole-word chunks): 4 rows share each
+            // activation load with no weight registers in flight.
+            (true, 0..=1)
+                if o.weight_loads == WeightLoads::Async
+                    && chunk.is_some_and(|c| c.bytes.is_multiple_of(4)) =>
+            {
+                4
+            }
             (true, 0..=1) => 3,
             (true, 2..=4) => 2,
             (true, _) => 1,
