@@ -1050,29 +1050,22 @@ fn vector_path(
     vb.push(Stmt::Let(nch, div_pos(dim(dk), c.weights)));
     let lane32 = f.var("lane32", Ty::I32);
     vb.push(Stmt::Let(lane32, Expr::Special(Special::LaneId)));
-    let full_unroll = unroll;
     // Full iterations stage the warp's weight bytes through shared memory (see
     // `staged_words`) when the option is on and chunks are whole words.
     let wpb = match f.launch {
         Launch::Gpu { block, .. } => (block / 32) as usize,
         Launch::Cpu => 1,
     };
-    // One buffer of the warp's rows' spans per block (`stages` with asynchronous
+    // One buffer of the warp's rows' spans per block, `stages` with asynchronous
     // copies, whose iterations take one chunk per lane and row: the copies in flight
-    // replace the unrolled loads; measured on an H200, 3.5-bit i8, M = 1, 28672x8192:
+    // replace the unrolled loads (measured on an H200, 3.5-bit i8, M = 1, 28672x8192:
     // 35.2 µs against 40.4 with two chunks).
     let (loads, stages) = loads;
-    let unroll = if loads == WeightLoads::Async {
-        1
-    } else {
-        unroll
+    let (staged_unroll, buffers) = match loads {
+        WeightLoads::Async => (1, stages),
+        _ => (unroll, 1),
     };
-    let span = 32 * unroll * c.bytes;
-    let buffers = if loads == WeightLoads::Async {
-        stages
-    } else {
-        1
-    };
+    let span = 32 * staged_unroll * c.bytes;
     let smem = buffers * wpb * rpw * span;
     // Staging through registers: at most 32 KiB per block (more costs occupancy);
     // asynchronous copies: the 48 KiB of static shared memory. Larger tiles, and
@@ -1080,11 +1073,7 @@ fn vector_path(
     let limit = if buffers > 1 { 48 * 1024 } else { 32 * 1024 };
     let staged = loads.staged() && c.bytes.is_multiple_of(4) && smem <= limit;
     let copies = staged && loads == WeightLoads::Async;
-    let unroll = if loads == WeightLoads::Async && !copies {
-        full_unroll
-    } else {
-        unroll
-    };
+    let unroll = if staged { staged_unroll } else { unroll };
     if staged {
         f.shared_bytes = f.shared_bytes.max(smem);
     }
