@@ -473,7 +473,7 @@ pub fn lower(p: &Plan, m_max: u64, o: &GpuOptions) -> Func {
             tiles,
             match chunk {
                 Some(c) => format!(
-                    "vector path: lane chunks of {} weights in {} bytes, lanes interleaved (coalesced), {} chunks in flight per lane at M = 1, {} weights per group step, {}",
+                    "vector path: lane chunks of {} weights in {} bytes, lanes interleaved (coalesced), unroll {} (chunks in flight per lane: fewer for larger M tiles and more rows per warp, one per iteration when weights are copied asynchronously), {} weights per group step, {}",
                     c.weights,
                     c.bytes,
                     o.unroll.max(1),
