@@ -226,11 +226,7 @@ fn check_all(source: PtxSource) {
 
 /// The example kernel `examples/kernels/{name}.qk`.
 fn example(name: &str) -> Kernel {
-    example_kernels(env!("CARGO_MANIFEST_DIR"))
-        .into_iter()
-        .find(|(f, _)| f == name)
-        .map(|(_, k)| k)
-        .unwrap_or_else(|| panic!("example {name}"))
+    example_kernel(env!("CARGO_MANIFEST_DIR"), name)
 }
 
 /// The device-buffer API: upload once, launch repeatedly, time with events.

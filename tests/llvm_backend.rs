@@ -221,10 +221,7 @@ fn cpu_tile_m_variants_and_unchunked_unpack_match() {
 
 #[test]
 fn cpu_rejects_bad_buffers() {
-    let (_, k) = example_kernels(ROOT)
-        .into_iter()
-        .find(|(s, _)| s == "gemv_w3p5")
-        .expect("flagship example");
+    let k = example_kernel(ROOT, "gemv_w3p5");
     let kernel = LlvmCpuKernel::new(&k, &LlvmCpuOptions::for_kernel(&k)).expect("compiles");
     let d = dims(&k, 2, 8, 256);
     let mut inputs = random_inputs(&k, &d, 3);
@@ -371,10 +368,7 @@ fn cpu_bounds_checks_catch_short_buffers() {
 
 #[test]
 fn llvm_ir_is_vectorized_where_natural() {
-    let (_, k) = example_kernels(ROOT)
-        .into_iter()
-        .find(|(s, _)| s == "gemv_w3p5")
-        .expect("flagship example");
+    let k = example_kernel(ROOT, "gemv_w3p5");
     let f = lower_cpu(&k, &CpuOptions::for_kernel(&k));
     let ir = llvm::emit_ir(&f, LlvmTarget::Host, false).expect("emits");
     // DotRun over i8 activations: a <16 x i8> load, widened, multiplied, reduced.
@@ -389,10 +383,7 @@ fn llvm_ir_is_vectorized_where_natural() {
         "vector code survives O3"
     );
     // f16 activations: ordered f32 reductions.
-    let (_, k) = example_kernels(ROOT)
-        .into_iter()
-        .find(|(s, _)| s == "gemv_f16_w3p5")
-        .expect("f16 example");
+    let k = example_kernel(ROOT, "gemv_f16_w3p5");
     let ir = llvm::emit_ir(
         &lower_cpu(&k, &CpuOptions::for_kernel(&k)),
         LlvmTarget::Host,
@@ -707,10 +698,7 @@ fn nvptx_assembles_with_ptxas_for_sm80_and_sm90() {
 #[test]
 fn gpu_mapping_of_cpu_functions_matches_the_interpreter() {
     // The fallback for CPU functions: one GPU thread per parallel-loop iteration.
-    let (_, k) = example_kernels(ROOT)
-        .into_iter()
-        .find(|(s, _)| s == "matmul_i8_s3")
-        .expect("integer example");
+    let k = example_kernel(ROOT, "matmul_i8_s3");
     let f = lower_cpu(&k, &CpuOptions::for_kernel(&k));
     let g = llvm::gpu_from_cpu(&f, 32).expect("maps");
     assert!(matches!(g.launch, Launch::Gpu { block: 32, .. }));

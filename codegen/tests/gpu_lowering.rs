@@ -375,10 +375,7 @@ fn vector_path_is_planned() {
 /// direct-load fallback.
 #[test]
 fn async_weight_loads_apply_to_the_i8_gemv() {
-    let (_, k) = example_kernels(ROOT)
-        .into_iter()
-        .find(|(file, _)| file == "gemv_w3p5")
-        .expect("example gemv_w3p5.qk");
+    let k = example_kernel(ROOT, "gemv_w3p5");
     for o in [
         GpuOptions {
             max_m: Some(1),

@@ -117,10 +117,7 @@ fn cpu_functions_are_refused() {
 
 #[test]
 fn launch_shape_follows_the_dims() {
-    let (_, k) = example_kernels(ROOT)
-        .into_iter()
-        .find(|(f, _)| f == "gemv_w3p5")
-        .expect("gemv_w3p5");
+    let k = example_kernel(ROOT, "gemv_w3p5");
     let f = lower_gpu(&k, &GpuOptions::for_kernel(&k));
     let d = dims(&k, 1, 1000, 4096);
     let dv: Vec<i64> = d.values.iter().map(|&v| v as i64).collect();

@@ -100,6 +100,16 @@ fn miette_free(e: &qkc_dsl::Diag) -> String {
     format!("{e}")
 }
 
+/// The bundled example kernel of file `examples/kernels/{name}.qk` (see
+/// [`example_kernels`]).
+pub fn example_kernel(root: &str, name: &str) -> Kernel {
+    example_kernels(root)
+        .into_iter()
+        .find(|(f, _)| f == name)
+        .map(|(_, k)| k)
+        .unwrap_or_else(|| panic!("no example kernel {name}"))
+}
+
 /// The bundled example kernels (`examples/kernels/*.qk`), sorted by file name.
 /// Falls back to `./examples/kernels` when `root` (a build-time path) is not there,
 /// so test binaries copied to another machine still find them.
