@@ -35,7 +35,7 @@ use cranelift_frontend::Variable;
 
 use super::translate::{mem_flags, Tr};
 use super::CraneliftError;
-use crate::loop_ir::{AsyncOp, Elem, Expr, Func, Stmt, Ty, Var};
+use crate::loop_ir::{Elem, Expr, Func, Stmt, Ty, Var};
 
 /// Where a code variable's value came from: a constant-position bit field of `word`.
 #[derive(Clone, Copy, Debug)]
@@ -579,50 +579,6 @@ pub(crate) fn assign(tr: &mut Tr, v: Var, e: &Expr) -> Result<bool, CraneliftErr
     Ok(true)
 }
 
-fn count_expr(e: &Expr, v: Var) -> usize {
-    let own = match e {
-        Expr::Var(x) => (*x == v) as usize,
-        Expr::DotRun { codes, .. } => codes.iter().filter(|c| **c == v).count(),
-        _ => 0,
-    };
-    own + e.children().iter().map(|c| count_expr(c, v)).sum::<usize>()
-}
-
-/// Every mention of `v` in `body`: reads, assignments, loop variables.
-fn count_stmts(body: &[Stmt], v: Var) -> usize {
-    body.iter()
-        .map(|s| match s {
-            Stmt::Let(x, e) | Stmt::Set(x, e) => (*x == v) as usize + count_expr(e, v),
-            Stmt::For {
-                var,
-                start,
-                end,
-                body,
-                ..
-            } => {
-                (*var == v) as usize
-                    + count_expr(start, v)
-                    + count_expr(end, v)
-                    + count_stmts(body, v)
-            }
-            Stmt::If { cond, then } => count_expr(cond, v) + count_stmts(then, v),
-            Stmt::Store { index, value, .. } => count_expr(index, v) + count_expr(value, v),
-            Stmt::LoadVec4 { dst, offset, .. } => {
-                dst.iter().filter(|d| **d == v).count() + count_expr(offset, v)
-            }
-            Stmt::WarpSum(x) => (*x == v) as usize,
-            Stmt::StoreShared4 { offset, src } => {
-                src.iter().filter(|d| **d == v).count() + count_expr(offset, v)
-            }
-            m @ Stmt::Mma { .. } => m.named_vars().iter().filter(|x| **x == v).count(),
-            Stmt::Async(AsyncOp::Copy16 { shared, offset, .. }) => {
-                count_expr(shared, v) + count_expr(offset, v)
-            }
-            Stmt::Async(_) | Stmt::WarpSync | Stmt::BlockSync | Stmt::Comment(_) => 0,
-        })
-        .sum()
-}
-
 /// Before a loop over `body`: promotes the accumulators that `body` only updates as
 /// `acc = dot(..., acc)` (top level, vector-eligible) to vector variables set to zero.
 pub(crate) fn promote(
@@ -658,7 +614,7 @@ pub(crate) fn promote(
         }
     }
     for (a, n) in cands {
-        if count_stmts(body, a) != 2 * n {
+        if body.iter().map(|s| s.mentions(a)).sum::<usize>() != 2 * n {
             continue;
         }
         let t = tr.f.var_ty(a);

@@ -48,9 +48,7 @@ use inkwell::{AddressSpace, FloatPredicate, IntPredicate};
 
 use super::targets::{Dot4Impl, Flavor, Lowering};
 use super::LlvmError;
-use crate::loop_ir::{
-    AsyncOp, BinOp, CmpOp, Elem, Expr, Func, Launch, LoopKind, Special, Stmt, Ty, Var,
-};
+use crate::loop_ir::{BinOp, CmpOp, Elem, Expr, Func, Launch, LoopKind, Special, Stmt, Ty, Var};
 
 /// Status codes returned by CPU functions (the Cranelift backend's values).
 pub(crate) const STATUS_OK: u64 = 0;
@@ -527,51 +525,6 @@ fn touches_memory(e: &Expr) -> bool {
         // A division may reach the division-by-zero exit.
         Expr::Bin(BinOp::Div | BinOp::Rem, ..) => true,
         _ => e.children().into_iter().any(touches_memory),
-    }
-}
-
-/// How many times `v` is mentioned (read or written) in `e`.
-fn var_uses(v: Var, e: &Expr) -> usize {
-    let own = match e {
-        Expr::Var(x) => (*x == v) as usize,
-        Expr::DotRun { codes, .. } => codes.iter().filter(|c| **c == v).count(),
-        _ => 0,
-    };
-    own + e.children().iter().map(|c| var_uses(v, c)).sum::<usize>()
-}
-
-/// How many times `v` is mentioned (read or written) in `s`.
-fn var_uses_stmt(v: Var, s: &Stmt) -> usize {
-    match s {
-        Stmt::Let(x, e) | Stmt::Set(x, e) => (*x == v) as usize + var_uses(v, e),
-        Stmt::For {
-            var,
-            start,
-            end,
-            body,
-            ..
-        } => {
-            (*var == v) as usize
-                + var_uses(v, start)
-                + var_uses(v, end)
-                + body.iter().map(|s| var_uses_stmt(v, s)).sum::<usize>()
-        }
-        Stmt::If { cond, then } => {
-            var_uses(v, cond) + then.iter().map(|s| var_uses_stmt(v, s)).sum::<usize>()
-        }
-        Stmt::Store { index, value, .. } => var_uses(v, index) + var_uses(v, value),
-        Stmt::LoadVec4 { dst, offset, .. } => {
-            dst.iter().filter(|d| **d == v).count() + var_uses(v, offset)
-        }
-        Stmt::WarpSum(x) => (*x == v) as usize,
-        Stmt::StoreShared4 { offset, src } => {
-            src.iter().filter(|d| **d == v).count() + var_uses(v, offset)
-        }
-        m @ Stmt::Mma { .. } => m.named_vars().iter().filter(|x| **x == v).count(),
-        Stmt::Async(AsyncOp::Copy16 { shared, offset, .. }) => {
-            var_uses(v, shared) + var_uses(v, offset)
-        }
-        Stmt::Async(_) | Stmt::WarpSync | Stmt::BlockSync | Stmt::Comment(_) => 0,
     }
 }
 
@@ -1742,7 +1695,7 @@ impl<'a, 'ctx> Tr<'a, 'ctx> {
                 && self.run_is_vector(*buf, codes, t)
                 && !self.vacc.contains_key(v)
                 && !out.contains(v)
-                && body.iter().map(|s| var_uses_stmt(*v, s)).sum::<usize>() == 2;
+                && body.iter().map(|s| s.mentions(*v)).sum::<usize>() == 2;
             if !ok {
                 continue;
             }

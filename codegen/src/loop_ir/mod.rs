@@ -375,6 +375,17 @@ pub struct Func {
 }
 
 impl Expr {
+    /// How many times the expression reads `v` (a `DotRun` code list counts each
+    /// mention).
+    pub fn mentions(&self, v: Var) -> usize {
+        let own = match self {
+            Expr::Var(x) => (*x == v) as usize,
+            Expr::DotRun { codes, .. } => codes.iter().filter(|c| **c == v).count(),
+            _ => 0,
+        };
+        own + self.children().iter().map(|c| c.mentions(v)).sum::<usize>()
+    }
+
     /// The operand expressions of `self`, in order (variables named by a `DotRun`'s
     /// code list and buffer indices are not expressions and are not included). Walkers
     /// that treat most operations alike recurse through this instead of listing every
@@ -443,6 +454,27 @@ impl Stmt {
             | Stmt::Async(AsyncOp::Copy16 { buf, .. }) => Some(*buf),
             _ => None,
         }
+    }
+
+    /// Every mention of `v` in the statement: reads, assignments, loop variables,
+    /// named operands ([`Self::named_vars`]) and the nested bodies.
+    pub fn mentions(&self, v: Var) -> usize {
+        let own = match self {
+            Stmt::Let(x, _) | Stmt::Set(x, _) | Stmt::For { var: x, .. } => (*x == v) as usize,
+            _ => 0,
+        };
+        own + self.named_vars().iter().filter(|x| **x == v).count()
+            + self
+                .exprs()
+                .into_iter()
+                .map(|e| e.mentions(v))
+                .sum::<usize>()
+            + self
+                .bodies()
+                .into_iter()
+                .flatten()
+                .map(|s| s.mentions(v))
+                .sum::<usize>()
     }
 
     /// Variables a warp-level statement names directly (not inside expressions):
@@ -609,5 +641,53 @@ pub mod build {
     /// `(a + b - 1) / b` for positive `I64` values.
     pub fn ceil_div(a: Expr, b: i64) -> Expr {
         div(add(a, i64c(b - 1)), i64c(b))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::build::*;
+    use super::*;
+
+    /// `mentions` counts assignments, loop variables, reads in every expression, named
+    /// operands and nested bodies; a variable that appears nowhere counts zero.
+    #[test]
+    fn mentions_count_every_kind_of_use() {
+        let mut f = Func::new("t", Vec::new(), Vec::new(), Launch::Cpu);
+        let (x, a, i, z) = (
+            f.var("x", Ty::I32),
+            f.var("a", Ty::I32),
+            f.var("i", Ty::I64),
+            f.var("z", Ty::I32),
+        );
+        let body = [
+            Stmt::Let(x, add(var(a), var(a))),
+            Stmt::For {
+                var: i,
+                start: i64c(0),
+                end: i64c(4),
+                step: 1,
+                kind: LoopKind::Serial,
+                body: vec![
+                    Stmt::Set(x, mul(var(x), var(a))),
+                    Stmt::If {
+                        cond: cmp(CmpOp::Lt, var(x), var(a)),
+                        then: vec![Stmt::WarpSum(x)],
+                    },
+                ],
+            },
+            Stmt::LoadVec4 {
+                dst: [a, x, x, a],
+                buf: 0,
+                offset: cast(Ty::I64, var(x)),
+            },
+        ];
+        let count = |v: Var| body.iter().map(|s| s.mentions(v)).sum::<usize>();
+        // x: let, set + read, compare, warp sum, two destinations, offset.
+        assert_eq!(count(x), 1 + 2 + 1 + 1 + 2 + 1);
+        // a: two reads, one read, compare, two destinations.
+        assert_eq!(count(a), 2 + 1 + 1 + 2);
+        assert_eq!(count(i), 1);
+        assert_eq!(count(z), 0);
     }
 }
