@@ -236,6 +236,15 @@ struct Variant {
     kernel: CudaKernel,
 }
 
+/// `--stage` / `--mma-stage` codes: 0 direct, 1 through registers, 2+ cp.async.
+fn loads_of(code: u32) -> WeightLoads {
+    match code {
+        0 => WeightLoads::Direct,
+        1 => WeightLoads::Shared,
+        _ => WeightLoads::Async,
+    }
+}
+
 fn real_main() -> Result<(), String> {
     let mut a = parse()?;
     if !std::path::Path::new(&a.kernel).exists() {
@@ -298,11 +307,10 @@ fn real_main() -> Result<(), String> {
                         chunk_weights: (chunk > 0).then_some(chunk),
                         masked_tail: masked != 0,
                         rows_per_warp: (rows > 0).then_some(rows),
-                        weight_loads: match stage {
-                            u32::MAX => base.weight_loads,
-                            0 => WeightLoads::Direct,
-                            1 => WeightLoads::Shared,
-                            _ => WeightLoads::Async,
+                        weight_loads: if stage == u32::MAX {
+                            base.weight_loads
+                        } else {
+                            loads_of(stage)
                         },
                         copy_stages: if stage == u32::MAX {
                             base.copy_stages
@@ -316,11 +324,7 @@ fn real_main() -> Result<(), String> {
                         mma_long_rows: base.mma_long_rows.filter(|_| a.long_rows),
                         mma: if mma == u32::MAX { base.mma } else { mma != 0 },
                         mma_min_m: if mma == 2 { 1 } else { base.mma_min_m },
-                        mma_loads: match mma_stage {
-                            0 => WeightLoads::Direct,
-                            1 => WeightLoads::Shared,
-                            _ => WeightLoads::Async,
-                        },
+                        mma_loads: loads_of(mma_stage),
                         mma_split: if mma_split == 0 {
                             base.mma_split
                         } else {

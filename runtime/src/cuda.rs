@@ -250,8 +250,7 @@ impl CudaKernel {
             .unwrap_or_else(|| GpuOptions::for_kernel(kernel));
         if opts.source != PtxSource::Qkc {
             // Shared-memory staging and the tensor-core path are PTX-backend lowerings.
-            base.weight_loads = qkc_codegen::lower::WeightLoads::Direct;
-            base.mma = false;
+            base = base.without_ptx_only();
         }
         let arch = opts.arch.unwrap_or(dev.arch);
         let m_max = kernel.dims[kernel.m].max;

@@ -200,13 +200,18 @@ impl GpuOptions {
     }
 
     /// [`Self::for_kernel`] for backends without the PTX-only lowerings (HIP, LLVM's
-    /// AMDGPU and NVPTX targets): no tensor-core path (`mma.sync`), weights loaded
-    /// directly (no `cp.async`).
+    /// AMDGPU and NVPTX targets): see [`Self::without_ptx_only`].
     pub fn portable(k: &Kernel) -> GpuOptions {
+        GpuOptions::for_kernel(k).without_ptx_only()
+    }
+
+    /// These options with the PTX-only lowerings off: no tensor-core path (`mma.sync`),
+    /// weights loaded directly (no shared-memory staging or `cp.async`).
+    pub fn without_ptx_only(self) -> GpuOptions {
         GpuOptions {
             mma: false,
             weight_loads: WeightLoads::Direct,
-            ..GpuOptions::for_kernel(k)
+            ..self
         }
     }
 }
@@ -836,7 +841,7 @@ fn staged_words(
     base: Var,
     lane32: Var,
     count: usize,
-) -> Vec<Vec<Vec<Var>>> {
+) -> ChunkWords {
     let cb = c.bytes;
     let span = 32 * count * cb;
     let segs = span / 16;
@@ -899,23 +904,41 @@ fn staged_words(
     tail.push(Stmt::WarpSync);
     tail.extend(stores);
     tail.push(Stmt::WarpSync);
+    shared_chunk_words(f, tail, var(region), lane32, rpw, count, cb, span)
+}
+
+/// Each lane's chunk words (`[row][chunk][word]`) read back from a warp's staged
+/// spans starting at shared byte `region` (rows `span` bytes apart, lane `l`'s chunk
+/// `u` at `(32u + l) * bytes`; a lane stride of `bytes / 4` words, conflict-free when
+/// that is odd).
+#[allow(clippy::too_many_arguments)]
+fn shared_chunk_words(
+    f: &mut Func,
+    out: &mut Vec<Stmt>,
+    region: Expr,
+    lane32: Var,
+    rpw: usize,
+    count: usize,
+    bytes: usize,
+    span: usize,
+) -> ChunkWords {
     let own = f.var("sown", Ty::I32);
-    tail.push(Stmt::Let(
+    out.push(Stmt::Let(
         own,
-        add(var(region), mul(var(lane32), i32c(cb as i64))),
+        add(region, mul(var(lane32), i32c(bytes as i64))),
     ));
     (0..rpw)
         .map(|r| {
             (0..count)
                 .map(|u| {
-                    (0..cb / 4)
+                    (0..bytes / 4)
                         .map(|v| {
                             let x = f.var(format!("w{u}_{r}_{v}"), Ty::I32);
-                            tail.push(Stmt::Let(
+                            out.push(Stmt::Let(
                                 x,
                                 Expr::LoadShared(Box::new(add(
                                     var(own),
-                                    i32c((r * span + 32 * u * cb + 4 * v) as i64),
+                                    i32c((r * span + 32 * u * bytes + 4 * v) as i64),
                                 ))),
                             ));
                             x
@@ -1638,35 +1661,16 @@ fn vector_path(
         ib.push(Stmt::Async(AsyncOp::Commit));
         ib.push(Stmt::Async(AsyncOp::Wait(ahead as u32)));
         ib.push(Stmt::WarpSync);
-        let own = f.var("aown", Ty::I32);
-        ib.push(Stmt::Let(
-            own,
-            add(
-                add(var(region), var(boff)),
-                mul(var(lane32), i32c(c.bytes as i64)),
-            ),
-        ));
-        let words = (0..rpw)
-            .map(|r| {
-                (0..unroll)
-                    .map(|u| {
-                        (0..c.bytes / 4)
-                            .map(|v| {
-                                let x = f.var(format!("w{u}_{r}_{v}"), Ty::I32);
-                                ib.push(Stmt::Let(
-                                    x,
-                                    Expr::LoadShared(Box::new(add(
-                                        var(own),
-                                        i32c((r * span + 32 * u * c.bytes + 4 * v) as i64),
-                                    ))),
-                                ));
-                                x
-                            })
-                            .collect()
-                    })
-                    .collect()
-            })
-            .collect();
+        let words = shared_chunk_words(
+            f,
+            &mut ib,
+            add(var(region), var(boff)),
+            lane32,
+            rpw,
+            unroll,
+            c.bytes,
+            span,
+        );
         ib.extend(chunk_body(f, base, unroll, None, false, Some(words)));
         ib.push(Stmt::Set(
             boff,

@@ -39,8 +39,9 @@ pub enum WeightLoads {
     /// stores them to shared memory and each lane reads its own words back.
     Shared,
     /// As `Shared`, but the vectors go straight to shared memory by asynchronous copies
-    /// (`cp.async`, no staging registers), double-buffered: an iteration's copies are
-    /// in flight while the previous iteration's words are decoded.
+    /// (`cp.async`, no staging registers) into rotating buffers (two for the tensor-core
+    /// path, [`GpuOptions::copy_stages`] for the SIMT path): later iterations' copies
+    /// are in flight while one iteration's words are decoded.
     Async,
 }
 
