@@ -9,7 +9,7 @@
 //!     [--copies 8] [--iters 200] [--peak 4.24] [--no-check] [--dump-ptx DIR]
 //!     [--backend qkc,llvm] [--block 128,256] [--unroll 2,4,8] [--chunk auto,32] [--min-blocks 0,12]
 //!     [--masked-tail 1,0] [--rows 0,1,2,4] [--stage 0,1,2,3 (direct, through registers, cp.async into 2, 3, ... buffers; default: cp.async x2 where it applies)] [--spread 1,0] [--prefetch 1,0] [--magic 1,0,2 (2: without folding the bias)]
-//!     [--mma 0,1,2 (off, on for M >= 3 (the default), on for every M)] [--mma-chunks 1,2,4] [--mma-stage 0,1,2 (direct, through registers, cp.async)] [--mma-split 1,2,4] [--long-rows 1|0]
+//!     [--mma 0,1,2 (off, on for M >= 3 (the default), on for every M)] [--mma-chunks 1,2,4] [--mma-stage 0,1,2 (direct, through registers, cp.async; default: the options' loads)] [--mma-split 1,2,4] [--long-rows 1|0]
 //!     [--peers peers.csv] [--csv out.csv] [--svg out.svg]
 //!     (a sweep over lowerings; --min-blocks sets `.minnctapersm`, 0 = none;
 //!     --masked-tail 0 runs the remaining chunks one per lane instead of one masked
@@ -84,7 +84,7 @@ fn parse() -> Result<Args, String> {
         magic: vec![1],
         mma: vec![u32::MAX],
         mma_chunks: vec![0],
-        mma_stage: vec![0],
+        mma_stage: vec![u32::MAX],
         mma_split: vec![0],
         prefetch: vec![1],
         long_rows: true,
@@ -323,8 +323,17 @@ fn real_main() -> Result<(), String> {
                         float_fold: magic != 2 && base.float_fold,
                         mma_long_rows: base.mma_long_rows.filter(|_| a.long_rows),
                         mma: if mma == u32::MAX { base.mma } else { mma != 0 },
+                        mma_int: if mma == u32::MAX {
+                            base.mma_int
+                        } else {
+                            mma != 0
+                        },
                         mma_min_m: if mma == 2 { 1 } else { base.mma_min_m },
-                        mma_loads: loads_of(mma_stage),
+                        mma_loads: if mma_stage == u32::MAX {
+                            base.mma_loads
+                        } else {
+                            loads_of(mma_stage)
+                        },
                         mma_split: if mma_split == 0 {
                             base.mma_split
                         } else {
@@ -371,10 +380,12 @@ fn real_main() -> Result<(), String> {
                             (_, 0) => Some("mma".to_string()),
                             (_, c) => Some(format!("mma chunks {c}")),
                         },
-                        (mma != 0 && mma != u32::MAX && mma_stage == 1)
-                            .then(|| "mma staged".to_string()),
-                        (mma != 0 && mma != u32::MAX && mma_stage > 1)
-                            .then(|| "mma cp.async".to_string()),
+                        (mma != 0 && mma_stage != u32::MAX).then(|| {
+                            format!(
+                                "mma {}",
+                                ["direct", "staged", "cp.async"][mma_stage.min(2) as usize]
+                            )
+                        }),
                         (mma != 0 && mma_split != 0).then(|| format!("mma split {mma_split}")),
                     ]
                     .into_iter()

@@ -87,6 +87,7 @@ fn check_kernel(dev: &Arc<CudaDevice>, k: &Kernel, seed: u64, source: PtxSource)
         ] {
             let o = GpuOptions {
                 mma,
+                mma_int: mma,
                 mma_loads: loads,
                 // Every shape runs the pass's own lowering.
                 mma_long_rows: None,
@@ -216,6 +217,20 @@ fn check_all(source: PtxSource) {
         kernels.len(),
         shapes().len()
     );
+    if source == PtxSource::Qkc {
+        // Kernels that also ran the tensor-core passes, by operand types.
+        let plans: Vec<_> = kernels
+            .iter()
+            .filter_map(|k| {
+                qkc::codegen::lower::mma::MmaPlan::new(&qkc::codegen::lower::Plan::new(k))
+            })
+            .collect();
+        let int = plans.iter().filter(|p| p.is_int()).count();
+        println!(
+            "tensor-core passes: {} f16 (m16n8k16) and {int} i8 (m16n8k32) kernels",
+            plans.len() - int
+        );
+    }
     assert!(
         fails.is_empty(),
         "{} failures (seed {seed}):\n{}",

@@ -186,16 +186,9 @@ fn every_kernel_assembles_with_ptxas() {
                 ));
                 // The runtime's functions for long rows (K >= 2N) in the 2- and 4-row
                 // buckets (ptxas 12.9 once crashed on the 4-row one).
-                if let Some((loads, min_m)) = GpuOptions::for_kernel(k).mma_long_rows {
+                if let Some(long) = GpuOptions::for_kernel(k).mma_long_rows {
                     for (tag, m) in [("_m2_long", 2), ("_m4_long", 4)] {
-                        variants.push((
-                            tag,
-                            GpuOptions {
-                                mma_loads: loads,
-                                mma_min_m: min_m,
-                                ..bucket(m)
-                            },
-                        ));
+                        variants.push((tag, long.apply(&bucket(m))));
                     }
                 }
                 variants.push((

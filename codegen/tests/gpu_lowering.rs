@@ -51,7 +51,7 @@ fn shapes() -> Vec<(u64, u64, u64)> {
     ] {
         s.push((m, 5, k));
     }
-    // The tensor-core path (f16, K % 128 == 0): partial 16-row tiles, M = 1..8,
+    // The tensor-core path (f16 and i8, K % 128 == 0): partial 16-row tiles, M = 1..8,
     // one chunk, chunk counts that leave a remainder after the loads in flight.
     for (m, n, k) in [(1, 17, 128), (3, 37, 384), (8, 33, 640), (5, 48, 256)] {
         s.push((m, n, k));
@@ -61,7 +61,7 @@ fn shapes() -> Vec<(u64, u64, u64)> {
 
 fn options(k: &Kernel) -> Vec<(&'static str, GpuOptions)> {
     let d = GpuOptions::for_kernel(k);
-    // The tensor-core path (f16, K % 128 == 0, M >= 3 by default) also at M = 1 in the
+    // The tensor-core path (f16 and i8, K % 128 == 0, M >= 3 by default) also at M = 1 in the
     // `mma*` variants: 4 warps per tile splitting K (the default, and with the weights
     // copied to shared memory by cp.async), 2 (staged through registers, and with
     // 64-thread blocks), and 1 (each warp its own tile); `mma_off` is the SIMT GEMV.
@@ -402,13 +402,27 @@ fn async_weight_loads_apply_to_the_i8_gemv() {
 
 /// The tensor-core path with every kind of scale: per weight row and group, per
 /// activation row and group, per weight row and per activation row (loads of rows
-/// past N or M clamped, stores guarded).
+/// past N or M clamped, stores guarded), for f16 (m16n8k16) and i8 (m16n8k32)
+/// activations and every layout with an i8 plan.
 #[test]
 fn mma_path_applies_every_scale_kind() {
-    let src = "kernel k(x: f16[M, K], xg: f16[M, K / 256], xr: f32[M], w: q3p5[N, K], \
-               wg: f16[N, K / 256], wr: f32[N]) -> y: f32[M, N] {\n    where M <= 8;\n    \
-               y[m, n] = sum(k) x[m, k] * xg[m, k / 256] * xr[m] * w[n, k] * wg[n, k / 256] * wr[n];\n}\n";
-    let prog = qkc_dsl::compile("scales.qk", src).expect("compiles");
+    for (act, layout, shape) in [
+        ("f16", "q3p5", "m16n8k16"),
+        ("i8", "q3p5", "m16n8k32"),
+        ("i8", "q3p5b", "m16n8k32"),
+        ("i8", "s8", "m16n8k32"),
+    ] {
+        mma_scales(act, layout, shape);
+    }
+}
+
+fn mma_scales(act: &str, layout: &str, shape: &str) {
+    let src = format!(
+        "kernel k(x: {act}[M, K], xg: f16[M, K / 256], xr: f32[M], w: {layout}[N, K], \
+         wg: f16[N, K / 256], wr: f32[N]) -> y: f32[M, N] {{\n    where M <= 8;\n    \
+         y[m, n] = sum(k) x[m, k] * xg[m, k / 256] * xr[m] * w[n, k] * wg[n, k / 256] * wr[n];\n}}\n"
+    );
+    let prog = qkc_dsl::compile("scales.qk", &src).expect("compiles");
     let k = &prog.kernels[0];
     let mut fails = Vec::new();
     for (loads, split) in [
@@ -419,14 +433,17 @@ fn mma_path_applies_every_scale_kind() {
     ] {
         let o = GpuOptions {
             mma_min_m: 1,
+            mma_int: true,
             mma_loads: loads,
             mma_split: split,
             ..GpuOptions::for_kernel(k)
         };
         let f = lower_gpu(k, &o);
         assert!(
-            f.notes.iter().any(|n| n.contains("schedule gpu mma")),
-            "no mma path: {:?}",
+            f.notes
+                .iter()
+                .any(|n| n.contains("schedule gpu mma") && n.contains(shape)),
+            "{act} x {layout}: no {shape} mma path: {:?}",
             f.notes
         );
         for (i, &(m, n, kk)) in [(1, 17, 256), (3, 37, 768), (8, 33, 512), (6, 16, 1280)]
@@ -434,7 +451,7 @@ fn mma_path_applies_every_scale_kind() {
             .enumerate()
         {
             if let Err(e) = run_case(k, &f, m, n, kk, 40 + i as u64) {
-                fails.push(format!("[{loads:?}, split {split}] {e}"));
+                fails.push(format!("[{act} x {layout}, {loads:?}, split {split}] {e}"));
             }
         }
     }

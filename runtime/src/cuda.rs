@@ -270,16 +270,7 @@ impl CudaKernel {
             let long = base
                 .mma_long_rows
                 .filter(|_| lo >= 2 && base.mma)
-                .map(|(loads, min_m)| {
-                    lower_gpu(
-                        kernel,
-                        &GpuOptions {
-                            mma_loads: loads,
-                            mma_min_m: min_m,
-                            ..o.clone()
-                        },
-                    )
-                })
+                .map(|long| lower_gpu(kernel, &long.apply(&o)))
                 .filter(|f| *f != func);
             variants.push(Variant {
                 lo,

@@ -360,7 +360,7 @@ impl Scan {
                         *self.reads.entry(*v).or_default() += 1;
                     }
                 }
-                Stmt::Mma { d, a, b, c } => {
+                Stmt::Mma { d, a, b, c, .. } => {
                     for v in a.iter().chain(b).chain(c) {
                         self.uses.entry(*v).or_default().push(path.clone());
                         *self.reads.entry(*v).or_default() += 1;

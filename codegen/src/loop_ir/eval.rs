@@ -598,7 +598,7 @@ impl Machine<'_> {
                 Stmt::Async(op) => self.exec_async(op, mask)?,
                 // Top-level barriers split the body in `run`; one reached here is nested.
                 Stmt::BlockSync => return Err(EvalError::NestedBlockSync),
-                Stmt::Mma { d, a, b, c } => {
+                Stmt::Mma { shape, d, a, b, c } => {
                     if mask != FULL || self.lanes != 32 {
                         return Err(EvalError::DivergentMma {
                             var: self.f.var_name(d[0]).to_string(),
@@ -606,40 +606,55 @@ impl Machine<'_> {
                         });
                     }
                     let reg = |v: Var, l: usize| self.vars[v.0 as usize][l].i() as u32;
-                    let half = |w: u32, hi: usize| f16::from_bits((w >> (16 * hi)) as u16).to_f64();
-                    let mut am = [[0f64; 16]; 16];
-                    let mut bm = [[0f64; 8]; 16];
-                    let mut cm = [[0f64; 8]; 16];
+                    // Elements per register and their decoding.
+                    let (e, kk) = match shape {
+                        MmaShape::F16F32 => (2, 16),
+                        MmaShape::S8S32 => (4, 32),
+                    };
+                    let elem = |w: u32, i: usize| -> f64 {
+                        match shape {
+                            MmaShape::F16F32 => f16::from_bits((w >> (16 * i)) as u16).to_f64(),
+                            MmaShape::S8S32 => f64::from((w >> (8 * i)) as u8 as i8),
+                        }
+                    };
+                    let mut am = [[0f64; 32]; 16];
+                    let mut bm = [[0f64; 8]; 32];
                     for l in 0..32 {
                         let (g, t) = (l / 4, l % 4);
                         for (i, &v) in a.iter().enumerate() {
-                            let (r, k) = (g + 8 * (i % 2), 2 * t + 8 * (i / 2));
-                            for h in 0..2 {
-                                am[r][k + h] = half(reg(v, l), h);
+                            let (r, k) = (g + 8 * (i % 2), e * t + kk / 2 * (i / 2));
+                            for h in 0..e {
+                                am[r][k + h] = elem(reg(v, l), h);
                             }
                         }
                         for (i, &v) in b.iter().enumerate() {
-                            for h in 0..2 {
-                                bm[2 * t + 8 * i + h][g] = half(reg(v, l), h);
+                            for h in 0..e {
+                                bm[e * t + kk / 2 * i + h][g] = elem(reg(v, l), h);
                             }
                         }
-                        for (i, &v) in c.iter().enumerate() {
-                            cm[g + 8 * (i / 2)][2 * t + i % 2] =
-                                f64::from(self.vars[v.0 as usize][l].f());
-                        }
                     }
-                    let mut out = vec![[0f32; 4]; 32];
+                    let mut out = vec![[V::I(0); 4]; 32];
                     for (l, o) in out.iter_mut().enumerate() {
                         let (g, t) = (l / 4, l % 4);
                         for (i, x) in o.iter_mut().enumerate() {
                             let (r, n) = (g + 8 * (i / 2), 2 * t + i % 2);
-                            let s: f64 = (0..16).map(|k| am[r][k] * bm[k][n]).sum();
-                            *x = (s + cm[r][n]) as f32;
+                            let cv = self.vars[c[i].0 as usize][l];
+                            *x = match shape {
+                                MmaShape::F16F32 => {
+                                    let s: f64 = (0..kk).map(|k| am[r][k] * bm[k][n]).sum();
+                                    V::F((s + f64::from(cv.f())) as f32)
+                                }
+                                MmaShape::S8S32 => {
+                                    // Products of s8 values: every partial sum is exact in f64.
+                                    let s: f64 = (0..kk).map(|k| am[r][k] * bm[k][n]).sum();
+                                    V::I(i64::from((cv.i() as i32).wrapping_add(s as i32)))
+                                }
+                            };
                         }
                     }
                     for (l, o) in out.iter().enumerate() {
                         for (i, &v) in d.iter().enumerate() {
-                            self.vars[v.0 as usize][l] = V::F(o[i]);
+                            self.vars[v.0 as usize][l] = o[i];
                         }
                     }
                 }

@@ -309,23 +309,52 @@ pub enum Stmt {
     /// GPU: an asynchronous copy from global to shared memory or its bookkeeping
     /// (PTX `cp.async`, sm_80 and later).
     Async(AsyncOp),
-    /// GPU: the warp-wide matrix multiply-accumulate `D = A * B + C` of shape
-    /// m16n8k16 with f16 `A` (16 x 16) and `B` (16 x 8), f32 `C` and `D` (16 x 8), in
-    /// the fragment layout of PTX `mma.sync.aligned.m16n8k16.row.col`: lane `l`
-    /// (`g = l / 4`, `t = l % 4`) holds `a[0] = A[g][2t..2t+2]`,
-    /// `a[1] = A[g+8][2t..2t+2]`, `a[2] = A[g][2t+8..2t+10]`,
-    /// `a[3] = A[g+8][2t+8..2t+10]`, `b[0] = B[2t..2t+2][g]`, `b[1] = B[2t+8..2t+10][g]`
-    /// (`I32` variables, two f16 each, low half first), `c`/`d[0..2] = C[g][2t..2t+2]`
-    /// and `c`/`d[2..4] = C[g+8][2t..2t+2]` (`F32`). Products are exact; the sum is
-    /// rounded to f32 once per element (the hardware's order may differ in the last
-    /// bits). All 32 lanes must execute it.
+    /// GPU: the warp-wide matrix multiply-accumulate `D = A * B + C` (16 x 8 `C`, `D`)
+    /// in the fragment layout of PTX `mma.sync.aligned.row.col` for `shape`
+    /// ([`MmaShape`]): lane `l` (`g = l / 4`, `t = l % 4`) holds in its `I32`
+    /// operands `a[0]` of row `g`, `a[1]` of row `g + 8`, `a[2]` of row `g` and `a[3]`
+    /// of row `g + 8` of `A` (the first `e` elements of its `K` columns from `e t`,
+    /// then from `e t + K / 2`; `e` per register: two f16 or four s8, low bits first),
+    /// `b[0]`/`b[1]` the same columns' `K` rows of `B` column `g`, and
+    /// `c`/`d[0..2] = C[g][2t..2t+2]`, `c`/`d[2..4] = C[g+8][2t..2t+2]`. All 32 lanes
+    /// must execute it.
     Mma {
+        shape: MmaShape,
         d: [Var; 4],
         a: [Var; 4],
         b: [Var; 2],
         c: [Var; 4],
     },
     Comment(String),
+}
+
+/// The element types and shape of a [`Stmt::Mma`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MmaShape {
+    /// m16n8k16, f16 `A` and `B`, f32 `C` and `D`: products are exact; the sum is
+    /// rounded to f32 once per element (the hardware's order may differ in the last
+    /// bits).
+    F16F32,
+    /// m16n8k32, s8 `A` and `B`, s32 `C` and `D` (`I32` variables): exact, wrapping.
+    S8S32,
+}
+
+impl MmaShape {
+    /// The `K` of the shape (columns of `A`).
+    pub fn k(self) -> usize {
+        match self {
+            MmaShape::F16F32 => 16,
+            MmaShape::S8S32 => 32,
+        }
+    }
+
+    /// The PTX instruction (without operands).
+    pub fn ptx(self) -> &'static str {
+        match self {
+            MmaShape::F16F32 => "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32",
+            MmaShape::S8S32 => "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32",
+        }
+    }
 }
 
 /// The operations of asynchronous global-to-shared copies, per lane (PTX
@@ -485,7 +514,7 @@ impl Stmt {
             Stmt::LoadVec4 { dst, .. } => dst.to_vec(),
             Stmt::WarpSum(v) => vec![*v],
             Stmt::StoreShared4 { src, .. } => src.to_vec(),
-            Stmt::Mma { d, a, b, c } => d.iter().chain(a).chain(b).chain(c).copied().collect(),
+            Stmt::Mma { d, a, b, c, .. } => d.iter().chain(a).chain(b).chain(c).copied().collect(),
             _ => Vec::new(),
         }
     }

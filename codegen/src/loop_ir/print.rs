@@ -221,7 +221,7 @@ impl Func {
                 )?,
                 Stmt::Async(AsyncOp::Commit) => writeln!(out, "{pad}cp_async_commit")?,
                 Stmt::Async(AsyncOp::Wait(n)) => writeln!(out, "{pad}cp_async_wait({n})")?,
-                Stmt::Mma { d, a, b, c } => {
+                Stmt::Mma { shape, d, a, b, c } => {
                     let names = |v: &[Var]| {
                         v.iter()
                             .map(|v| format!("%{}", self.var_name(*v)))
@@ -230,8 +230,12 @@ impl Func {
                     };
                     writeln!(
                         out,
-                        "{pad}{} = mma_m16n8k16_f16_f32([{}], [{}], [{}])",
+                        "{pad}{} = {}([{}], [{}], [{}])",
                         names(d),
+                        match shape {
+                            MmaShape::F16F32 => "mma_m16n8k16_f16_f32",
+                            MmaShape::S8S32 => "mma_m16n8k32_s8_s32",
+                        },
                         names(a),
                         names(b),
                         names(c)

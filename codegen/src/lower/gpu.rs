@@ -34,7 +34,7 @@
 //! tile of `tile_m` activation rows, the CPU schedule's loop nest inside
 //! (constant-position unpack of whole chunks, generic tail).
 
-use qkc_dsl::ir::Kernel;
+use qkc_dsl::ir::{Accum, Kernel};
 use qkc_dsl::layout::{FieldDesc, LayoutDesc};
 
 use super::float_decode::{biased as magic_biased, code as magic_code, magic_field, window};
@@ -140,6 +140,15 @@ pub struct GpuOptions {
     /// 8192); M = 8: 92.8/208.4, 87.1/213.9; M = 2: 78.5/80.7, 100.8/82.7; M = 1 (forced):
     /// 65.6-68.9/64.0, 64.7/64.2.
     pub mma: bool,
+    /// With [`Self::mma`], also run i8-activation GEMVs on the tensor cores (`mma.sync`
+    /// m16n8k32 s8 -> s32, the spread decode's byte-lane quads as `A`; layouts with a
+    /// spread decode, group scales of a multiple of 128, f32 output). On by default
+    /// (with cp.async loads and 2 warps per tile for integer kernels, see
+    /// [`Self::for_kernel`]): on an H200 (3.5-bit i8, `docs/bench/gpu_i8_mma.txt`), us,
+    /// SIMT / mma: M=4 8192 x 28672 65.2 / 45.6, 28672 x 8192 65.0 / 44.2, 8192 x 8192
+    /// 23.9 / 20.3; M=8 146.4 / 51.9, 155.5 / 46.7; M=1 (forced) 34.4 / 49.9, 32.6 /
+    /// 41.8, hence M >= 3 ([`Self::mma_min_m`]).
+    pub mma_int: bool,
     /// Chunks of 128 weights per row loaded ahead per iteration of the mma path (4
     /// measured best of 1, 2, 4, 8 on an H200).
     pub mma_chunks: u32,
@@ -158,21 +167,29 @@ pub struct GpuOptions {
     /// `max_m` is below it have no mma path). 3: at M = 1 the SIMT GEMV is as fast and
     /// at M = 2 faster on some shapes (see [`Self::mma`]).
     pub mma_min_m: u32,
-    /// For long rows (K ≥ 2N, known only at launch): the mma path's loads and smallest
-    /// M when they differ from [`Self::mma_loads`] and [`Self::mma_min_m`]. The lowering
-    /// itself ignores this; the CUDA runtime compiles a second function for each M
-    /// bucket from 2 up and launches it when K ≥ 2N. Default: `cp.async` loads from
-    /// M = 2. Measured on an H200 (3.5-bit f16, `docs/bench/gpu_f16_paths.txt`), us,
+    /// For long rows (K ≥ 2N, known only at launch): the mma path's loads, smallest
+    /// M and warps per tile when they differ from [`Self::mma_loads`],
+    /// [`Self::mma_min_m`] and [`Self::mma_split`]. The lowering itself ignores this;
+    /// the CUDA runtime compiles a second function for each M bucket from 2 up and
+    /// launches it when K ≥ 2N. Default: `cp.async` loads from M = 2, 4 warps per tile.
+    /// Measured on an H200 (3.5-bit f16, `docs/bench/gpu_f16_paths.txt`), us,
     /// default / this: 28672 x 8192 M=2 77.0 (SIMT) / 66.0, M=4 80.9 / 70.2, M=8 87.7 /
     /// 76.7; 14336 x 4096 M=2 24.0 / 22.4, M=4 25.2 / 23.5, M=8 27.1 / 25.4; on the
     /// shapes with K < 2N cp.async was slower or equal (8192 x 8192 M=4 29.3 / 28.4).
-    pub mma_long_rows: Option<(WeightLoads, u32)>,
+    /// i8 (`docs/bench/gpu_i8_mma.txt`): 28672 x 8192 M=2 55.7 (SIMT) / 42.0, M=4 4
+    /// warps per tile 44.2 against 49.6 with 2 (14336 x 4096: 19.0 against 25.1).
+    pub mma_long_rows: Option<LongRows>,
 }
 
 impl GpuOptions {
     /// Defaults for a kernel, honouring its schedule hints (`threads`, `tile_m`).
+    /// Integer-activation kernels copy the mma path's weights by cp.async with 2 warps
+    /// per tile (H200, 3.5-bit i8, M = 4, us: 8192 x 28672 45.6 against 50.6 with 4
+    /// warps per tile and 60.2 loading directly; 8192 x 8192 20.3 against 19.5 and 21.2;
+    /// long rows keep 4, see [`Self::mma_long_rows`]).
     pub fn for_kernel(k: &Kernel) -> GpuOptions {
         let block = k.schedule.threads.unwrap_or(128).clamp(32, 1024) / 32 * 32;
+        let int = matches!(k.accum, Accum::Int { .. });
         GpuOptions {
             block,
             gemv: true,
@@ -191,11 +208,20 @@ impl GpuOptions {
             float_magic: true,
             float_fold: true,
             mma: true,
+            mma_int: true,
             mma_chunks: 4,
-            mma_loads: WeightLoads::Direct,
-            mma_split: 4,
+            mma_loads: if int {
+                WeightLoads::Async
+            } else {
+                WeightLoads::Direct
+            },
+            mma_split: if int { 2 } else { 4 },
             mma_min_m: 3,
-            mma_long_rows: Some((WeightLoads::Async, 2)),
+            mma_long_rows: Some(LongRows {
+                loads: WeightLoads::Async,
+                min_m: 2,
+                split: 4,
+            }),
         }
     }
 
@@ -212,6 +238,26 @@ impl GpuOptions {
             mma: false,
             weight_loads: WeightLoads::Direct,
             ..self
+        }
+    }
+}
+
+/// The mma path's options for long rows ([`GpuOptions::mma_long_rows`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LongRows {
+    pub loads: WeightLoads,
+    pub min_m: u32,
+    pub split: u32,
+}
+
+impl LongRows {
+    /// `o` with these mma options.
+    pub fn apply(self, o: &GpuOptions) -> GpuOptions {
+        GpuOptions {
+            mma_loads: self.loads,
+            mma_min_m: self.min_m,
+            mma_split: self.split,
+            ..o.clone()
         }
     }
 }
@@ -461,7 +507,7 @@ pub fn lower(p: &Plan, m_max: u64, o: &GpuOptions) -> Func {
     let mut gemv_grid = ceil_div(dim(dn), wpb * rpw as i64);
     let mut after_sync = Vec::new();
     let split = super::mma::split_of(o.mma_split, wpb);
-    let mma_plan = if gemv && o.mma && m_max >= u64::from(o.mma_min_m) {
+    let mma_plan = if gemv && o.mma && (o.mma_int || !p.int) && m_max >= u64::from(o.mma_min_m) {
         super::mma::MmaPlan::new(p)
     } else {
         None

@@ -37,13 +37,16 @@
 //! their lowerings turn this path off.
 
 use half::f16;
-use qkc_dsl::layout::FieldDesc;
+use qkc_dsl::layout::{FieldDesc, LayoutDesc};
 
 use super::scales::{group_scale, outer_scale};
+use super::spread::SpreadPlan;
 use super::unpack::unit_stride_bits;
 use super::{Plan, WeightLoads};
 use crate::loop_ir::build::*;
-use crate::loop_ir::{AsyncOp, BinOp, CmpOp, Elem, Expr, Func, LoopKind, Special, Stmt, Ty, Var};
+use crate::loop_ir::{
+    AsyncOp, BinOp, CmpOp, Elem, Expr, Func, LoopKind, MmaShape, Special, Stmt, Ty, Var,
+};
 
 /// Weights of a row per warp step (4 lanes of a quad x [`PIECE`]).
 pub const CHUNK: usize = 128;
@@ -76,10 +79,19 @@ pub struct MmaPlan {
     pub words: usize,
     /// Whether some lane's piece starts inside a word (then all funnel-shift).
     shifted: bool,
-    /// Bit offsets (in the aligned piece) of the 32-bit windows.
-    windows: Vec<i64>,
-    /// Sixteen pairs, in `mma` slot order.
-    pairs: Vec<Pair>,
+    decode: Decode,
+}
+
+/// How a piece's codes become `A` operands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Decode {
+    /// f16 activations (m16n8k16): sixteen pairs of codes in f16 halves, in `mma` slot
+    /// order, read from the 32-bit `windows` (bit offsets in the aligned piece).
+    F16 { windows: Vec<i64>, pairs: Vec<Pair> },
+    /// i8 activations (m16n8k32): the spread decode's byte-lane quads, two quads of
+    /// one factor per `mma` (a zeroed `s32` accumulator per factor and chunk, combined
+    /// exactly as in the SIMT path before the group scale).
+    I8(SpreadPlan),
 }
 
 fn f16_bits(v: f64) -> u32 {
@@ -87,35 +99,24 @@ fn f16_bits(v: f64) -> u32 {
 }
 
 impl MmaPlan {
-    /// The decode plan, or `None` when the kernel is not f16 x packed codes with f32
+    /// The decode plan of an integer-activation kernel ([`Self::new_i8`]), or for f16
+    /// activations; `None` when the kernel is not f16 x packed codes with f32
     /// accumulation and groups of a multiple of [`CHUNK`] weights, or the layout's
     /// codes cannot be paired (a field wider than 10 bits, pieces not on whole units).
     pub fn new(p: &Plan) -> Option<MmaPlan> {
-        if p.int || p.bufs[p.act].elem != Elem::F16 || p.acc != Ty::F32 {
+        if p.int {
+            return MmaPlan::new_i8(p);
+        }
+        if p.bufs[p.act].elem != Elem::F16 || p.acc != Ty::F32 {
             return None;
         }
         if p.group.is_some_and(|g| !(g as usize).is_multiple_of(CHUNK)) {
             return None;
         }
         let l = &p.layout;
+        let (piece_bits, chunk_bits, words, shifted) = geometry(l)?;
         let per = l.per_unit();
-        if !PIECE.is_multiple_of(per) {
-            return None;
-        }
         let stride = unit_stride_bits(l);
-        let piece_bits = PIECE / per * stride;
-        let chunk_bits = 4 * piece_bits;
-        if !chunk_bits.is_multiple_of(32) {
-            return None;
-        }
-        let words = (0..4)
-            .map(|t| (t * piece_bits % 32 + piece_bits).div_ceil(32))
-            .max()
-            .unwrap_or(1);
-        if (0..4).any(|t| t * piece_bits / 32 + words > chunk_bits / 32) {
-            return None;
-        }
-        let shifted = (0..4).any(|t| !(t * piece_bits).is_multiple_of(32));
         let field = |j: usize| -> (i64, FieldDesc) {
             let fd = *l.field_of(j);
             (((j / per) * stride + fd.shift as usize) as i64, fd)
@@ -198,9 +199,58 @@ impl MmaPlan {
             chunk_bits,
             words,
             shifted,
-            windows,
-            pairs,
+            decode: Decode::F16 { windows, pairs },
         })
+    }
+
+    /// The plan for i8 activations: packed codes with a spread decode
+    /// ([`SpreadPlan`]) whose factors each have an even number of quads per piece,
+    /// `i32` group sums, groups of a multiple of [`CHUNK`] weights with scales, and
+    /// an f32 output (the chunks' exact sums meet in f32 after their group scale, as
+    /// in the SIMT GEMV). `None` otherwise.
+    fn new_i8(p: &Plan) -> Option<MmaPlan> {
+        if p.bufs[p.act].elem != Elem::I8 || p.acc != Ty::I32 || p.out_elem != Elem::F32 {
+            return None;
+        }
+        if !p.group.is_some_and(|g| (g as usize).is_multiple_of(CHUNK)) {
+            return None;
+        }
+        let l = &p.layout;
+        let sp = SpreadPlan::for_layout(l)?;
+        if !PIECE.is_multiple_of(sp.group_weights()) {
+            return None;
+        }
+        let groups = PIECE / sp.group_weights();
+        let even = (0..sp.factors().len()).all(|fi| {
+            let quads = (0..sp.n_fields())
+                .filter(|&q| sp.factor_of(q) == fi)
+                .count();
+            (quads * groups).is_multiple_of(2)
+        });
+        if !even {
+            return None;
+        }
+        let (piece_bits, chunk_bits, words, shifted) = geometry(l)?;
+        Some(MmaPlan {
+            piece_bits,
+            chunk_bits,
+            words,
+            shifted,
+            decode: Decode::I8(sp),
+        })
+    }
+
+    /// Whether the plan is the i8 one (`mma` m16n8k32 on s8 codes and activations).
+    pub fn is_int(&self) -> bool {
+        matches!(self.decode, Decode::I8(_))
+    }
+
+    /// Bytes of one activation.
+    fn act_bytes(&self) -> i64 {
+        match self.decode {
+            Decode::F16 { .. } => 2,
+            Decode::I8(_) => 1,
+        }
     }
 
     /// Bytes of one chunk of a row.
@@ -210,12 +260,27 @@ impl MmaPlan {
 
     /// A one-line description for the function's notes.
     pub fn describe(&self, chunks: usize, wpb: i64, split: i64, loads: WeightLoads) -> String {
+        let (op, decode) = match &self.decode {
+            Decode::F16 { windows, .. } => (
+                "mma.sync m16n8k16 f16 -> f32",
+                format!(
+                    "in {} windows, codes to f16 pairs by exponent magic and hfma2",
+                    windows.len()
+                ),
+            ),
+            Decode::I8(sp) => (
+                "mma.sync m16n8k32 s8 -> s32",
+                format!(
+                    "by the spread decode into byte-lane quads ({} s32 accumulator(s) per chunk, combined exactly, then the group scale in f32)",
+                    sp.factors().len()
+                ),
+            ),
+        };
         format!(
-            "schedule gpu mma (M <= 8, K % {CHUNK} == 0): mma.sync m16n8k16 f16 -> f32, {ROWS} weight rows per tile, {wpb} warps per block, {split} warp(s) per tile splitting K (partials added in shared memory after a block barrier), weights as A and activation rows as B columns; each lane decodes {PIECE} weights ({} bits, {} words{}) of 2 rows per chunk of {CHUNK} in {} windows, codes to f16 pairs by exponent magic and hfma2, {chunks} chunks in flight{}",
+            "schedule gpu mma (M <= 8, K % {CHUNK} == 0): {op}, {ROWS} weight rows per tile, {wpb} warps per block, {split} warp(s) per tile splitting K (partials added in shared memory after a block barrier), weights as A and activation rows as B columns; each lane decodes {PIECE} weights ({} bits, {} words{}) of 2 rows per chunk of {CHUNK} {decode}, {chunks} chunks in flight{}",
             self.piece_bits,
             self.words,
             if self.shifted { ", funnel-aligned" } else { "" },
-            self.windows.len(),
             match loads {
                 WeightLoads::Direct => "",
                 WeightLoads::Shared => ", weights staged through shared memory (16-byte loads)",
@@ -224,6 +289,31 @@ impl MmaPlan {
             }
         )
     }
+}
+
+/// A lane's piece of [`PIECE`] weights in layout `l`: its bits, the chunk's bits, the
+/// 32-bit words that cover any lane's piece, and whether some piece starts inside a
+/// word. `None` when pieces are not whole units or a chunk not whole words.
+fn geometry(l: &LayoutDesc) -> Option<(usize, usize, usize, bool)> {
+    let per = l.per_unit();
+    if !PIECE.is_multiple_of(per) {
+        return None;
+    }
+    let stride = unit_stride_bits(l);
+    let piece_bits = PIECE / per * stride;
+    let chunk_bits = 4 * piece_bits;
+    if !chunk_bits.is_multiple_of(32) {
+        return None;
+    }
+    let words = (0..4)
+        .map(|t| (t * piece_bits % 32 + piece_bits).div_ceil(32))
+        .max()
+        .unwrap_or(1);
+    if (0..4).any(|t| t * piece_bits / 32 + words > chunk_bits / 32) {
+        return None;
+    }
+    let shifted = (0..4).any(|t| !(t * piece_bits).is_multiple_of(32));
+    Some((piece_bits, chunk_bits, words, shifted))
 }
 
 fn i32v(f: &mut Func, name: &str) -> Var {
@@ -349,16 +439,18 @@ fn step(
         }
         words.push(rw);
     }
+    // Activation bytes, and 16-byte vectors of a lane's piece.
+    let eb = mp.act_bytes();
     for u in 0..count {
         let mut x = Vec::new();
-        for q in 0..4 {
+        for q in 0..eb as usize * PIECE / 16 {
             let dst = [0, 1, 2, 3].map(|i| i32v(f, &format!("mx{u}_{}", 4 * q + i)));
             out.push(Stmt::LoadVec4 {
                 dst,
                 buf: p.act,
                 offset: add(
-                    add(var(lane.xbase), mul(var(c), i64c(2 * CHUNK as i64))),
-                    i64c(2 * (u * CHUNK) as i64 + 16 * q as i64),
+                    add(var(lane.xbase), mul(var(c), i64c(eb * CHUNK as i64))),
+                    i64c(eb * (u * CHUNK) as i64 + 16 * q as i64),
                 ),
             });
             x.extend(dst);
@@ -407,10 +499,11 @@ fn step(
     }
     for (u, pre) in reads.into_iter().enumerate() {
         out.extend(pre);
-        // A operands: both rows' pairs.
-        let mut apairs = Vec::new();
-        for (r, ws) in words[u].iter().enumerate() {
-            let aligned: Vec<Var> = match lane.shift {
+        // Each row's piece words, shifted to start at the piece's first bit.
+        let aligned: Vec<Vec<Var>> = words[u]
+            .iter()
+            .enumerate()
+            .map(|(r, ws)| match lane.shift {
                 Some(s) => (0..mp.words)
                     .map(|i| {
                         let hi = ws[(i + 1).min(mp.words - 1)];
@@ -427,78 +520,16 @@ fn step(
                     })
                     .collect(),
                 None => ws.clone(),
-            };
-            let wins: Vec<Var> = mp
-                .windows
-                .iter()
-                .enumerate()
-                .map(|(i, &s)| {
-                    let e = window(&aligned, s);
-                    let_var(f, &mut out, &format!("mwin{u}_{r}_{i}"), Ty::I32, e)
-                })
-                .collect();
-            let regs: Vec<Var> = mp
-                .pairs
-                .iter()
-                .enumerate()
-                .map(|(i, pr)| {
-                    let magic = bin(
-                        BinOp::Xor,
-                        bin(
-                            BinOp::And,
-                            var(wins[pr.window]),
-                            i32c(pr.mask as i32 as i64),
-                        ),
-                        i32c(pr.xor as i32 as i64),
-                    );
-                    let e = Expr::HFma2 {
-                        a: Box::new(magic),
-                        b: Box::new(i32c(pr.mul as i32 as i64)),
-                        c: Box::new(i32c(pr.add as i32 as i64)),
-                    };
-                    let_var(f, &mut out, &format!("mh{u}_{r}_{i}"), Ty::I32, e)
-                })
-                .collect();
-            apairs.push(regs);
-        }
-        // B operands: the same weights' activations, two f16 per register.
-        let bregs: Vec<Var> = mp
-            .pairs
-            .iter()
-            .enumerate()
-            .map(|(i, pr)| {
-                let (wa, wb) = (xs[u][pr.ka / 2], xs[u][pr.kb / 2]);
-                let e = if wa == wb && pr.ka % 2 == 0 && pr.kb % 2 == 1 {
-                    var(wa)
-                } else {
-                    let lo = if pr.ka % 2 == 0 { 0x10 } else { 0x32 };
-                    let hi = if pr.kb % 2 == 0 { 0x54 } else { 0x76 };
-                    Expr::BytePerm {
-                        a: Box::new(var(wa)),
-                        b: Box::new(var(wb)),
-                        sel: lo | hi << 8,
-                    }
-                };
-                let_var(f, &mut out, &format!("mb{u}_{i}"), Ty::I32, e)
             })
             .collect();
-        let ct = [0, 1, 2, 3].map(|i| f.var(format!("mc{u}_{i}"), Ty::F32));
-        for &v in &ct {
-            out.push(Stmt::Let(v, f32c(0.0)));
-        }
-        for m in 0..mp.pairs.len() / 2 {
-            out.push(Stmt::Mma {
-                d: ct,
-                a: [
-                    apairs[0][2 * m],
-                    apairs[1][2 * m],
-                    apairs[0][2 * m + 1],
-                    apairs[1][2 * m + 1],
-                ],
-                b: [bregs[2 * m], bregs[2 * m + 1]],
-                c: ct,
-            });
-        }
+        // The chunk's sums of the lane's four accumulator elements (`F32`).
+        let sums: Vec<Expr> = match &mp.decode {
+            Decode::F16 { windows, pairs } => {
+                let ct = f16_chunk(f, &mut out, windows, pairs, &aligned, &xs[u], u);
+                ct.iter().map(|&v| var(v)).collect()
+            }
+            Decode::I8(sp) => i8_chunk(f, &mut out, sp, &aligned, &xs[u], u),
+        };
         // Group scales: the chunk lies in one group.
         let chunk = add(var(c), i64c(u as i64));
         let gi = match p.group.map(|g| g as i64 / CHUNK as i64) {
@@ -509,13 +540,160 @@ fn step(
         for (i, &a) in acc.iter().enumerate() {
             let (row, m) = (lane.rows[i / 2], lane.ms[i % 2]);
             let part = match group_scale(p, &var(m), &var(row), &var(gv), &var(groups)) {
-                Some(s) => mul(var(ct[i]), s),
-                None => var(ct[i]),
+                Some(s) => mul(sums[i].clone(), s),
+                None => sums[i].clone(),
             };
             out.push(Stmt::Set(a, add(var(a), part)));
         }
     }
     out
+}
+
+/// The f16 decode of one chunk: both rows' pairs as `A`, the same weights'
+/// activations as `B` (two f16 per register), `mma`s into zeroed f32 accumulators.
+fn f16_chunk(
+    f: &mut Func,
+    out: &mut Vec<Stmt>,
+    windows: &[i64],
+    pairs: &[Pair],
+    aligned: &[Vec<Var>],
+    xs: &[Var],
+    u: usize,
+) -> [Var; 4] {
+    let mut apairs = Vec::new();
+    for (r, words) in aligned.iter().enumerate() {
+        let wins: Vec<Var> = windows
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| {
+                let e = window(words, s);
+                let_var(f, out, &format!("mwin{u}_{r}_{i}"), Ty::I32, e)
+            })
+            .collect();
+        let regs: Vec<Var> = pairs
+            .iter()
+            .enumerate()
+            .map(|(i, pr)| {
+                let magic = bin(
+                    BinOp::Xor,
+                    bin(
+                        BinOp::And,
+                        var(wins[pr.window]),
+                        i32c(pr.mask as i32 as i64),
+                    ),
+                    i32c(pr.xor as i32 as i64),
+                );
+                let e = Expr::HFma2 {
+                    a: Box::new(magic),
+                    b: Box::new(i32c(pr.mul as i32 as i64)),
+                    c: Box::new(i32c(pr.add as i32 as i64)),
+                };
+                let_var(f, out, &format!("mh{u}_{r}_{i}"), Ty::I32, e)
+            })
+            .collect();
+        apairs.push(regs);
+    }
+    let bregs: Vec<Var> = pairs
+        .iter()
+        .enumerate()
+        .map(|(i, pr)| {
+            let (wa, wb) = (xs[pr.ka / 2], xs[pr.kb / 2]);
+            let e = if wa == wb && pr.ka % 2 == 0 && pr.kb % 2 == 1 {
+                var(wa)
+            } else {
+                let lo = if pr.ka % 2 == 0 { 0x10 } else { 0x32 };
+                let hi = if pr.kb % 2 == 0 { 0x54 } else { 0x76 };
+                Expr::BytePerm {
+                    a: Box::new(var(wa)),
+                    b: Box::new(var(wb)),
+                    sel: lo | hi << 8,
+                }
+            };
+            let_var(f, out, &format!("mb{u}_{i}"), Ty::I32, e)
+        })
+        .collect();
+    let ct = [0, 1, 2, 3].map(|i| f.var(format!("mc{u}_{i}"), Ty::F32));
+    for &v in &ct {
+        out.push(Stmt::Let(v, f32c(0.0)));
+    }
+    for m in 0..pairs.len() / 2 {
+        out.push(Stmt::Mma {
+            shape: MmaShape::F16F32,
+            d: ct,
+            a: [
+                apairs[0][2 * m],
+                apairs[1][2 * m],
+                apairs[0][2 * m + 1],
+                apairs[1][2 * m + 1],
+            ],
+            b: [bregs[2 * m], bregs[2 * m + 1]],
+            c: ct,
+        });
+    }
+    ct
+}
+
+/// The i8 decode of one chunk: both rows' spread quads as `A` (four signed byte
+/// lanes, each the code times its field's factor), the quads' activations as `B`
+/// (one `prmt` per quad for two-field units), two quads of one factor per `mma` into
+/// that factor's zeroed `s32` accumulators; the exact combination of the factors'
+/// accumulators, as `F32`, for each of the lane's four output elements. The piece's
+/// slot order differs from `K`'s, which the dot product does not see.
+fn i8_chunk(
+    f: &mut Func,
+    out: &mut Vec<Stmt>,
+    sp: &SpreadPlan,
+    aligned: &[Vec<Var>],
+    xs: &[Var],
+    u: usize,
+) -> Vec<Expr> {
+    let nf = sp.n_fields();
+    let groups = PIECE / sp.group_weights();
+    // quads[r][group * nf + field], in weight order.
+    let quads: Vec<Vec<Var>> = aligned
+        .iter()
+        .enumerate()
+        .map(|(r, words)| {
+            (0..groups)
+                .flat_map(|gi| sp.quads(f, out, words, gi, &format!("m{u}_{r}_{gi}")))
+                .collect()
+        })
+        .collect();
+    let acts: Vec<Var> = (0..groups * nf)
+        .map(|j| {
+            let (gi, q) = (j / nf, j % nf);
+            let e = sp.act_word(q, &xs[gi * nf..gi * nf + nf]);
+            let_var(f, out, &format!("mb{u}_{j}"), Ty::I32, e)
+        })
+        .collect();
+    let cts: Vec<[Var; 4]> = (0..sp.factors().len())
+        .map(|fi| {
+            let ct = [0, 1, 2, 3].map(|i| f.var(format!("mc{u}_{fi}_{i}"), Ty::I32));
+            for &v in &ct {
+                out.push(Stmt::Let(v, i32c(0)));
+            }
+            let of: Vec<usize> = (0..groups * nf)
+                .filter(|j| sp.factor_of(j % nf) == fi)
+                .collect();
+            for two in of.chunks(2) {
+                let (j0, j1) = (two[0], two[1]);
+                out.push(Stmt::Mma {
+                    shape: MmaShape::S8S32,
+                    d: ct,
+                    a: [quads[0][j0], quads[1][j0], quads[0][j1], quads[1][j1]],
+                    b: [acts[j0], acts[j1]],
+                    c: ct,
+                });
+            }
+            ct
+        })
+        .collect();
+    (0..4)
+        .map(|i| {
+            let accs: Vec<Var> = cts.iter().map(|ct| ct[i]).collect();
+            cast(Ty::F32, sp.combine(&accs))
+        })
+        .collect()
 }
 
 /// The mma path's statements: what each warp runs, and (when the warps of a tile
@@ -627,7 +805,7 @@ pub fn body(
                 mul(tok, dim(dk)),
                 cast(Ty::I64, mul(var(t), i32c(PIECE as i64))),
             ),
-            i64c(2),
+            i64c(mp.act_bytes()),
         ),
     );
     let ms = [0, 1].map(|i| {
@@ -1065,9 +1243,12 @@ mod tests {
             let prog = qkc_dsl::compile("t.qk", &src).unwrap();
             let p = Plan::new(&prog.kernels[0]);
             let mp = MmaPlan::new(&p).unwrap_or_else(|| panic!("{name}: no mma plan"));
-            assert_eq!(mp.pairs.len(), PIECE / 2, "{name}");
+            let Decode::F16 { windows, pairs } = &mp.decode else {
+                panic!("{name}: not the f16 decode");
+            };
+            assert_eq!(pairs.len(), PIECE / 2, "{name}");
             let mut seen = [false; PIECE];
-            for pr in &mp.pairs {
+            for pr in pairs {
                 assert!(!seen[pr.ka] && !seen[pr.kb], "{name}: weight paired twice");
                 seen[pr.ka] = true;
                 seen[pr.kb] = true;
@@ -1109,8 +1290,8 @@ mod tests {
                 let word = |w: usize| -> u32 {
                     (0..32).fold(0u32, |r, i| r | u32::from(bits[32 * w + i]) << i)
                 };
-                for pr in &mp.pairs {
-                    let s = mp.windows[pr.window];
+                for pr in pairs {
+                    let s = windows[pr.window];
                     let win = if s < 0 {
                         word(0) << (-s)
                     } else if s % 32 == 0 {

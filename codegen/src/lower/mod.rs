@@ -22,7 +22,7 @@ pub mod scales;
 pub mod spread;
 pub mod unpack;
 
-pub use gpu::GpuOptions;
+pub use gpu::{GpuOptions, LongRows};
 pub use plan::Plan;
 
 use crate::loop_ir::Func;

@@ -1197,7 +1197,7 @@ impl Tx<'_> {
             }
             Stmt::Async(AsyncOp::Commit) => self.w.ins("cp.async.commit_group"),
             Stmt::Async(AsyncOp::Wait(n)) => self.w.ins(format!("cp.async.wait_group {n}")),
-            Stmt::Mma { d, a, b, c } => {
+            Stmt::Mma { shape, d, a, b, c } => {
                 let regs = |vs: &[Var]| {
                     vs.iter()
                         .map(|v| self.vars[v.0 as usize].clone())
@@ -1205,7 +1205,8 @@ impl Tx<'_> {
                         .join(", ")
                 };
                 let line = format!(
-                    "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {{{}}}, {{{}}}, {{{}}}, {{{}}}",
+                    "{} {{{}}}, {{{}}}, {{{}}}, {{{}}}",
+                    shape.ptx(),
                     regs(d),
                     regs(a),
                     regs(b),
