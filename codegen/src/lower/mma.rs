@@ -1,4 +1,7 @@
-//! The tensor-core GEMV path: f16 activations, M ≤ 8, PTX `mma.sync` m16n8k16.
+//! The tensor-core GEMV path, M ≤ 8: f16 activations on PTX `mma.sync` m16n8k16 (below),
+//! and i8 activations on m16n8k32 s8 -> s32 with the same tiles, pieces and loads, each
+//! piece decoded by the spread decode into byte-lane quads instead of f16 pairs
+//! (`Decode::I8`).
 //!
 //! The weights are the `A` operand (16 weight rows per tile), the activations the `B`
 //! operand (its 8 columns are the 8 activation rows: M = 1..8 cost one `mma` alike),
@@ -20,7 +23,7 @@
 //! lane stores acc for rows n0, n0 + 8 and activation rows 2t, 2t + 1 (when < N, < M)
 //! ```
 //!
-//! With split K (`split` warps per tile, the default 4) each warp covers a part of the
+//! With split K (`split` warps per tile; by default 4 for f16, 2 for i8) each warp covers a part of the
 //! chunks and writes `acc` to shared memory instead; after a top-level block barrier the
 //! block's threads add the parts of each output and store it ([`MmaBody::after_sync`]).
 //!
