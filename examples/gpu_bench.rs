@@ -7,11 +7,13 @@
 //! cargo run --release --example gpu_bench -- [--kernel examples/kernels/gemv_w3p5.qk]
 //!     [--shapes 8192x8192,8192x28672,28672x8192,14336x4096] [--m 1,4,8]
 //!     [--copies 8] [--iters 200] [--peak 4.24] [--no-check] [--dump-ptx DIR]
-//!     [--backend qkc,llvm] [--block 128,256] [--unroll 2,4,8] [--chunk auto,32] [--min-blocks 0,12]
+//!     [--backend qkc,llvm] [--block 128,256] [--unroll 2,4,8] [--chunk auto,32] [--min-blocks 0,12] [--smem-floor 0,40960]
 //!     [--masked-tail 1,0] [--rows 0,1,2,4] [--stage 0,1,2,3 (direct, through registers, cp.async into 2, 3, ... buffers; default: cp.async x2 where it applies)] [--spread 1,0] [--prefetch 1,0] [--magic 1,0,2 (2: without folding the bias)]
 //!     [--mma 0,1,2 (off, on for M >= 3 (the default), on for every M)] [--mma-chunks 1,2,4] [--mma-stage 0,1,2 (direct, through registers, cp.async; default: the options' loads)] [--mma-split 1,2,4] [--long-rows 1|0]
 //!     [--peers peers.csv] [--csv out.csv] [--svg out.svg]
 //!     (a sweep over lowerings; --min-blocks sets `.minnctapersm`, 0 = none;
+//!     --smem-floor declares at least that many bytes of shared memory, capping the
+//!     blocks per multiprocessor;
 //!     --masked-tail 0 runs the remaining chunks one per lane instead of one masked
 //!     iteration; --rows sets the weight rows per warp, 0 = automatic; --long-rows 0 keeps
 //!     the runtime from launching its K >= 2N functions, so that a sweep of --mma-stage
@@ -46,6 +48,7 @@ struct Args {
     unrolls: Vec<u32>,
     chunks: Vec<u32>,
     min_blocks: Vec<u32>,
+    smem_floor: Vec<u32>,
     masked: Vec<u32>,
     rows: Vec<u32>,
     stage: Vec<u32>,
@@ -77,6 +80,7 @@ fn parse() -> Result<Args, String> {
         unrolls: vec![4],
         chunks: vec![0],
         min_blocks: vec![0],
+        smem_floor: vec![0],
         masked: vec![1],
         rows: vec![0],
         stage: vec![u32::MAX],
@@ -127,6 +131,7 @@ fn parse() -> Result<Args, String> {
             "--unroll" => a.unrolls = list(&val()?)?,
             "--chunk" => a.chunks = list(&val()?)?,
             "--min-blocks" => a.min_blocks = list(&val()?)?,
+            "--smem-floor" => a.smem_floor = list(&val()?)?,
             "--masked-tail" => a.masked = list(&val()?)?,
             "--rows" => a.rows = list(&val()?)?,
             "--stage" => a.stage = list(&val()?)?,
@@ -294,8 +299,13 @@ fn real_main() -> Result<(), String> {
                     }
                 }
                 let decodes = &decodes;
-                for (&mb, &source, &(magic, mma, mma_chunks, mma_stage, mma_split)) in
-                    a.min_blocks.iter().flat_map(|mb| {
+                let occupancy: Vec<(u32, u32)> = a
+                    .min_blocks
+                    .iter()
+                    .flat_map(|&mb| a.smem_floor.iter().map(move |&fl| (mb, fl)))
+                    .collect();
+                for (&(mb, floor), &source, &(magic, mma, mma_chunks, mma_stage, mma_split)) in
+                    occupancy.iter().flat_map(|mb| {
                         a.sources
                             .iter()
                             .flat_map(move |s| decodes.iter().map(move |g| (mb, s, g)))
@@ -350,6 +360,7 @@ fn real_main() -> Result<(), String> {
                         gpu: Some(o),
                         ptx: PtxOptions {
                             min_blocks_per_sm: (mb > 0).then_some(mb),
+                            shared_floor: floor,
                         },
                         source,
                         ..CudaOptions::default()
@@ -363,6 +374,7 @@ fn real_main() -> Result<(), String> {
                     // Every knob away from its default, in the label.
                     let tags: Vec<String> = [
                         (mb != 0).then(|| format!("min blocks {mb}")),
+                        (floor != 0).then(|| format!("smem floor {floor}")),
                         (masked == 0).then(|| "unmasked tail".to_string()),
                         (rows != 0).then(|| format!("rows/warp {rows}")),
                         (stage == 0).then(|| "direct loads".to_string()),

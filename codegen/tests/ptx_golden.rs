@@ -128,3 +128,47 @@ fn launch_shape_follows_the_dims() {
     assert_eq!(Arch::parse("80"), Some(Arch::Sm80));
     assert_eq!(Arch::parse("sm_75"), None);
 }
+
+/// `PtxOptions::shared_floor` raises the declared shared memory (capping the blocks per
+/// multiprocessor) and never lowers what the function needs; `.minnctapersm` is
+/// emitted only when asked for.
+#[test]
+fn module_options_set_shared_floor_and_min_blocks() {
+    use qkc_codegen::ptx::PtxOptions;
+    let k = example_kernel(ROOT, "gemv_w3p5");
+    let f = lower_gpu(&k, &m1(&k));
+    assert!(f.shared_bytes > 0, "the i8 M = 1 function stages weights");
+    let decl = |text: &str| -> usize {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(".shared"))
+            .expect("a shared declaration");
+        let n = line.split('[').nth(1).and_then(|s| s.split(']').next());
+        n.and_then(|n| n.parse().ok()).expect("a byte count")
+    };
+    let plain = ptx::emit(&f, Arch::Sm90).expect("emit");
+    assert_eq!(decl(&plain), f.shared_bytes);
+    assert!(!plain.contains(".minnctapersm"));
+    let floor = (f.shared_bytes + 4096) as u32;
+    let opts = PtxOptions {
+        min_blocks_per_sm: Some(3),
+        shared_floor: floor,
+    };
+    let raised = ptx::emit_with(&f, Arch::Sm90, &opts).expect("emit");
+    assert_eq!(decl(&raised), floor as usize);
+    assert!(raised.contains(".minnctapersm 3"));
+    let low = PtxOptions {
+        shared_floor: 16,
+        ..PtxOptions::default()
+    };
+    assert_eq!(
+        decl(&ptx::emit_with(&f, Arch::Sm90, &low).expect("emit")),
+        f.shared_bytes
+    );
+    // A function without shared memory gets the declaration only from the floor.
+    let g = example_kernel(ROOT, "gemv_f16_w3p5");
+    let gf = lower_gpu(&g, &m1(&g));
+    assert_eq!(gf.shared_bytes, 0);
+    let text = ptx::emit_with(&gf, Arch::Sm90, &opts).expect("emit");
+    assert_eq!(decl(&text), floor as usize);
+}

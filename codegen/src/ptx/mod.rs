@@ -78,6 +78,9 @@ pub struct PtxOptions {
     /// `.minnctapersm`: ask `ptxas` to fit this many blocks per multiprocessor (it caps
     /// the registers per thread accordingly).
     pub min_blocks_per_sm: Option<u32>,
+    /// Declare at least this many bytes of shared memory (a tuning knob: it caps the
+    /// blocks per multiprocessor from the other side; 0: what the function needs).
+    pub shared_floor: u32,
 }
 
 /// Emits the PTX module of a GPU function for `arch`.
@@ -102,10 +105,10 @@ pub fn emit_with(func: &Func, arch: Arch, opts: &PtxOptions) -> Result<String> {
         block,
         arch.name()
     ));
-    if func.shared_bytes > 0 {
+    let shared = func.shared_bytes.max(opts.shared_floor as usize);
+    if shared > 0 {
         header.push_str(&format!(
-            ".shared .align 16 .b8 {entry}_smem[{}];\n\n",
-            func.shared_bytes
+            ".shared .align 16 .b8 {entry}_smem[{shared}];\n\n"
         ));
     }
     let mut params = Vec::new();
