@@ -106,8 +106,8 @@ __global__ void staged(const uint8_t* w, int N, int R, uint32_t* out) {
   for (int r = 0; r < RPW; r++) out[(row0 + r) * 32 + lane] = acc[r];
 }
 
-// C2: flat read with U loads in flight per thread and an L2 prefetch-size hint
-// (HINT 0: none, 1: `L2::256B`, 2: `L1::no_allocate` + `L2::256B`).
+// C: flat streaming read (the ceiling) with U loads in flight per thread and an L2
+// prefetch-size hint (HINT 0: none, 1: `L2::256B`, 2: `L1::no_allocate` + `L2::256B`).
 template <int HINT>
 __device__ __forceinline__ uint4 ldh(const uint4* p) {
   uint4 v;
@@ -193,20 +193,6 @@ __global__ void bulk(const uint8_t* w, size_t n, uint32_t* out) {
   out[blockIdx.x * blockDim.x + threadIdx.x] = acc;
 }
 
-// C: flat streaming read (the ceiling).
-__global__ void flat(const uint4* w, size_t n16, uint32_t* out) {
-  uint32_t acc = 0;
-  size_t stride = (size_t)gridDim.x * blockDim.x;
-  for (size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n16; i += 4 * stride) {
-    uint4 v[4];
-#pragma unroll
-    for (int j = 0; j < 4; j++) v[j] = i + j * stride < n16 ? ldnc(w + i + j * stride) : make_uint4(0, 0, 0, 0);
-#pragma unroll
-    for (int j = 0; j < 4; j++) acc += mix(v[j]);
-  }
-  out[blockIdx.x * blockDim.x + threadIdx.x] = acc;
-}
-
 // Back-to-back launches, each between two events, one synchronisation at the end (as
 // examples/gpu_bench.rs times qkc's kernels): the launch overhead of the host is hidden.
 // SYNCED: synchronise after every launch, so each time also holds the host's launch
@@ -256,8 +242,7 @@ int main() {
     double bytes = (double)sh.N * sh.R;
     auto rep = [&](const char* name, float us) { printf("| %dx%d | %s | %.1f | %.2f |\n", sh.N, sh.R, name, us, bytes / us / 1e6); };
     size_t n16 = (size_t)bytes / 16;
-    rep("flat 4x16B", timeit([&](int c) { flat<<<sms * 16, 128>>>((const uint4*)w[c], n16, out); }, copies, 200));
-    rep("flat 4x16B synced", timeit([&](int c) { flat<<<sms * 16, 128>>>((const uint4*)w[c], n16, out); }, copies, 200, true));
+    rep("flat 4x16B synced", timeit([&](int c) { flat_u<4, 0><<<sms * 16, 128>>>((const uint4*)w[c], n16, out); }, copies, 200, true));
 #define RUNF(U, H, BPS, BLK) \
     rep("flat " #U "x16B hint " #H " grid " #BPS "/SM blk " #BLK, timeit([&](int c) { flat_u<U, H><<<sms * BPS, BLK>>>((const uint4*)w[c], n16, out); }, copies, 200));
     RUNF(4, 0, 16, 128) RUNF(8, 0, 16, 128) RUNF(4, 1, 16, 128) RUNF(8, 1, 16, 128) RUNF(4, 2, 16, 128)

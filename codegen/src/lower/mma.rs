@@ -43,7 +43,7 @@ use half::f16;
 use qkc_dsl::layout::{FieldDesc, LayoutDesc};
 
 use super::scales::{group_scale, outer_scale};
-use super::spread::SpreadPlan;
+use super::spread::{window, SpreadPlan};
 use super::unpack::unit_stride_bits;
 use super::{Plan, WeightLoads};
 use crate::loop_ir::build::*;
@@ -330,25 +330,6 @@ fn let_var(f: &mut Func, out: &mut Vec<Stmt>, name: &str, t: Ty, e: Expr) -> Var
     v
 }
 
-/// The window of the aligned piece words `a` starting at bit `s` (`-32 < s`).
-fn window(a: &[Var], s: i64) -> Expr {
-    if s < 0 {
-        return bin(BinOp::Shl, var(a[0]), i32c(-s));
-    }
-    let (w, o) = ((s / 32) as usize, s % 32);
-    if o == 0 {
-        var(a[w])
-    } else if w + 1 == a.len() {
-        bin(BinOp::Shr, var(a[w]), i32c(o))
-    } else {
-        bin(
-            BinOp::Or,
-            bin(BinOp::Shr, var(a[w]), i32c(o)),
-            bin(BinOp::Shl, var(a[w + 1]), i32c(32 - o)),
-        )
-    }
-}
-
 /// Per-lane values shared by every chunk.
 struct Lane {
     /// Byte offsets of the first word of the lane's piece in rows n0 and n0 + 8.
@@ -569,7 +550,7 @@ fn f16_chunk(
             .iter()
             .enumerate()
             .map(|(i, &s)| {
-                let e = window(words, s);
+                let e = window(words, s as isize);
                 let_var(f, out, &format!("mwin{u}_{r}_{i}"), Ty::I32, e)
             })
             .collect();

@@ -239,8 +239,9 @@ fn and(e: Expr, m: u32) -> Expr {
 }
 
 /// The 32 bits of the chunk from bit `start` (which may be negative: zeros shifted
-/// in below bit 0); bits past the chunk's last word read as zero.
-fn window(w: &[Var], start: isize) -> Expr {
+/// in below bit 0); bits past the chunk's last word read as zero. Also the tensor-core
+/// path's f16 windows.
+pub(super) fn window(w: &[Var], start: isize) -> Expr {
     if start < 0 {
         return bin(BinOp::Shl, var(w[0]), i32c(-start as i64));
     }
