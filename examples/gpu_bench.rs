@@ -9,7 +9,7 @@
 //!     [--copies 8] [--iters 200] [--peak 4.24] [--no-check] [--dump-ptx DIR]
 //!     [--backend qkc,llvm] [--block 128,256] [--unroll 2,4,8] [--chunk auto,32] [--min-blocks 0,12] [--smem-floor 0,40960]
 //!     [--masked-tail 1,0] [--rows 0,1,2,4] [--stage 0,1,2,3 (direct, through registers, cp.async into 2, 3, ... buffers; default: cp.async x2 where it applies)] [--spread 1,0] [--prefetch 1,0] [--magic 1,0,2 (2: without folding the bias)]
-//!     [--mma 0,1,2 (off, on for M >= 3 (the default), on for every M)] [--mma-chunks 1,2,4] [--mma-stage 0,1,2 (direct, through registers, cp.async; default: the options' loads)] [--mma-split 1,2,4] [--long-rows 1|0]
+//!     [--mma 0,1,2 (off, on for M >= 3 (the default), on for every M)] [--mma-chunks 1,2,4] [--mma-stage 0,1,2 (direct, through registers, cp.async; default: the options' loads)] [--mma-split 1,2,4] [--long-rows 1|0] [--mma-spread-add 1|0]
 //!     [--peers peers.csv] [--csv out.csv] [--svg out.svg]
 //!     (a sweep over lowerings; --min-blocks sets `.minnctapersm`, 0 = none;
 //!     --smem-floor declares at least that many bytes of shared memory, capping the
@@ -17,7 +17,8 @@
 //!     --masked-tail 0 runs the remaining chunks one per lane instead of one masked
 //!     iteration; --rows sets the weight rows per warp, 0 = automatic; --long-rows 0 keeps
 //!     the runtime from launching its K >= 2N functions, so that a sweep of --mma-stage
-//!     measures what it names at every shape)
+//!     measures what it names at every shape; --mma-spread-add sets the i8 tensor-core
+//!     decode's add form in both functions)
 //! ```
 //! Shapes are K×N (K the reduction; default: the issue's 4096², 8192², 8192×28672,
 //! 28672×8192 at M = 1, 4, 16). Every shape is first checked against the reference
@@ -60,6 +61,7 @@ struct Args {
     mma_split: Vec<u32>,
     prefetch: Vec<u32>,
     long_rows: bool,
+    spread_add: Option<bool>,
     csv: Option<String>,
     svg: Option<String>,
     peers: Option<String>,
@@ -92,6 +94,7 @@ fn parse() -> Result<Args, String> {
         mma_split: vec![0],
         prefetch: vec![1],
         long_rows: true,
+        spread_add: None,
         csv: None,
         svg: None,
         peers: None,
@@ -143,6 +146,7 @@ fn parse() -> Result<Args, String> {
             "--mma-split" => a.mma_split = list(&val()?)?,
             "--prefetch" => a.prefetch = list(&val()?)?,
             "--long-rows" => a.long_rows = val()? != "0",
+            "--mma-spread-add" => a.spread_add = Some(val()? != "0"),
             "--csv" => a.csv = Some(val()?),
             "--svg" => a.svg = Some(val()?),
             "--peers" => a.peers = Some(val()?),
@@ -265,7 +269,13 @@ fn real_main() -> Result<(), String> {
     let src = std::fs::read_to_string(&a.kernel).map_err(|e| format!("{}: {e}", a.kernel))?;
     let prog = qkc::dsl::compile(&a.kernel, &src).map_err(|e| format!("{e:?}"))?;
     let k = prog.kernels.first().ok_or("no kernel in the file")?.clone();
-    let base = GpuOptions::for_kernel(&k);
+    let mut base = GpuOptions::for_kernel(&k);
+    if let Some(on) = a.spread_add {
+        base.mma_spread_add = on;
+        if let Some(l) = base.mma_long_rows.as_mut() {
+            l.spread_add = on;
+        }
+    }
     let mut variants = Vec::new();
     for (&block, &rows) in a
         .blocks

@@ -96,6 +96,14 @@ fn options(k: &Kernel) -> Vec<(&'static str, GpuOptions)> {
             },
         ),
         (
+            // The long-rows function's options (i8: the spread decode's add form).
+            "mma_long_rows",
+            match d.mma_long_rows {
+                Some(l) => l.apply(&full),
+                None => full.clone(),
+            },
+        ),
+        (
             "mma_chunks1_block64",
             GpuOptions {
                 mma_chunks: 1,
@@ -425,17 +433,18 @@ fn mma_scales(act: &str, layout: &str, shape: &str) {
     let prog = qkc_dsl::compile("scales.qk", &src).expect("compiles");
     let k = &prog.kernels[0];
     let mut fails = Vec::new();
-    for (loads, split) in [
-        (WeightLoads::Direct, 4),
-        (WeightLoads::Direct, 1),
-        (WeightLoads::Shared, 2),
-        (WeightLoads::Async, 4),
+    for (loads, split, spread_add) in [
+        (WeightLoads::Direct, 4, false),
+        (WeightLoads::Direct, 1, true),
+        (WeightLoads::Shared, 2, false),
+        (WeightLoads::Async, 4, true),
     ] {
         let o = GpuOptions {
             mma_min_m: 1,
             mma_int: true,
             mma_loads: loads,
             mma_split: split,
+            mma_spread_add: spread_add,
             ..GpuOptions::for_kernel(k)
         };
         let f = lower_gpu(k, &o);
@@ -451,7 +460,9 @@ fn mma_scales(act: &str, layout: &str, shape: &str) {
             .enumerate()
         {
             if let Err(e) = run_case(k, &f, m, n, kk, 40 + i as u64) {
-                fails.push(format!("[{act} x {layout}, {loads:?}, split {split}] {e}"));
+                fails.push(format!(
+                    "[{act} x {layout}, {loads:?}, split {split}, spread add {spread_add}] {e}"
+                ));
             }
         }
     }

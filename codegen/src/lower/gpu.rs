@@ -109,6 +109,13 @@ pub struct GpuOptions {
     /// Decode integer-activation chunks of 5- to 8-bit units with the spread decode
     /// ([`super::spread`]) where it applies (off: one shift and mask per code).
     pub spread: bool,
+    /// The spread decode in its add form (units 2 and 3 moved by a mask and a
+    /// multiply-add, [`super::spread::SpreadPlan::with_add_form`]: one `lop3` fewer
+    /// per window; the multiply-add wraps, so HIP's C++ takes the shift-or form:
+    /// [`Self::without_ptx_only`]). H200, 3.5-bit i8, M = 1, µs, shift-or / add form
+    /// (`docs/bench/gpu_i8_spread_add.txt`): 8192×28672 35.4, 34.5 / 34.3, 34.3;
+    /// 28672×8192 32.6, 32.5 / 32.6, 32.3.
+    pub spread_add: bool,
     /// Software-pipeline the vector path's full iterations: the next iteration's
     /// weight words are loaded before this iteration's arithmetic (twice the weight
     /// registers; only with direct weight loads). Off by default: on an H200 (3.5-bit i8,
@@ -163,6 +170,13 @@ pub struct GpuOptions {
     /// chunks (a divisor of the block's warps; 1: a warp per tile). Their partial sums
     /// meet in shared memory after a block barrier.
     pub mma_split: u32,
+    /// The i8 tensor-core path's spread decode in its add form (one `lop3` fewer per
+    /// window, [`super::spread::SpreadPlan::with_add_form`]; the SIMT path always
+    /// uses it). Off by default, on for long rows: on an H200 (3.5-bit i8, µs, off /
+    /// on, one run, `docs/bench/gpu_i8_spread_add.txt`) 28672×8192 (long rows) M=3
+    /// 42.4 / 40.1, M=4 44.5 / 41.2, M=8 46.8 / 44.0; 8192×28672 M=4 with 2 warps
+    /// per tile 46.0 / 48.4 (1 warp: 47.2 / 46.3), M=3 45.7 / 48.1, M=8 47.4 / 49.6.
+    pub mma_spread_add: bool,
     /// The smallest M that takes the mma path (a run-time test; functions whose
     /// `max_m` is below it have no mma path). 3: at M = 1 the SIMT GEMV is as fast and
     /// at M = 2 faster on some shapes (see [`Self::mma`]).
@@ -204,6 +218,7 @@ impl GpuOptions {
             weight_loads: WeightLoads::Async,
             copy_stages: 2,
             spread: true,
+            spread_add: true,
             prefetch: false,
             float_magic: true,
             float_fold: true,
@@ -216,11 +231,13 @@ impl GpuOptions {
                 WeightLoads::Direct
             },
             mma_split: if int { 2 } else { 4 },
+            mma_spread_add: false,
             mma_min_m: 3,
             mma_long_rows: Some(LongRows {
                 loads: WeightLoads::Async,
                 min_m: 2,
                 split: 4,
+                spread_add: true,
             }),
         }
     }
@@ -232,11 +249,13 @@ impl GpuOptions {
     }
 
     /// These options with the PTX-only lowerings off: no tensor-core path (`mma.sync`),
-    /// weights loaded directly (no shared-memory staging or `cp.async`).
+    /// weights loaded directly (no shared-memory staging or `cp.async`), the spread
+    /// decode without wrapping arithmetic (signed overflow is undefined in C++).
     pub fn without_ptx_only(self) -> GpuOptions {
         GpuOptions {
             mma: false,
             weight_loads: WeightLoads::Direct,
+            spread_add: false,
             ..self
         }
     }
@@ -248,6 +267,7 @@ pub struct LongRows {
     pub loads: WeightLoads,
     pub min_m: u32,
     pub split: u32,
+    pub spread_add: bool,
 }
 
 impl LongRows {
@@ -257,6 +277,7 @@ impl LongRows {
             mma_loads: self.loads,
             mma_min_m: self.min_m,
             mma_split: self.split,
+            mma_spread_add: self.spread_add,
             ..o.clone()
         }
     }
@@ -508,7 +529,7 @@ pub fn lower(p: &Plan, m_max: u64, o: &GpuOptions) -> Func {
     let mut after_sync = Vec::new();
     let split = super::mma::split_of(o.mma_split, wpb);
     let mma_plan = if gemv && o.mma && (o.mma_int || !p.int) && m_max >= u64::from(o.mma_min_m) {
-        super::mma::MmaPlan::new(p)
+        super::mma::MmaPlan::new(p).map(|m| m.with_spread_add(o.mma_spread_add))
     } else {
         None
     };
@@ -550,7 +571,7 @@ pub fn lower(p: &Plan, m_max: u64, o: &GpuOptions) -> Func {
             o.unroll.max(1) as usize,
             o.masked_tail,
             (o.weight_loads, o.copy_stages.max(2) as usize),
-            o.spread,
+            o.spread.then_some(o.spread_add),
             o.prefetch,
             match (o.float_magic, o.float_fold) {
                 (false, _) => Magic::Off,
@@ -1057,16 +1078,19 @@ fn vector_path(
     tail_start: Var,
     masked_tail: bool,
     loads: (WeightLoads, usize),
-    spread: bool,
+    spread: Option<bool>,
     prefetch: bool,
     magic: Magic,
 ) -> Vec<Stmt> {
     let l = p.layout;
     // The spread decode, when the layout and the chunk's group steps allow it.
-    let spread = if p.int && spread {
-        SpreadPlan::for_layout(&l).filter(|sp| {
-            c.sub.is_multiple_of(sp.group_weights()) && c.weights.is_multiple_of(sp.group_weights())
-        })
+    let spread = if let (true, Some(add_form)) = (p.int, spread) {
+        SpreadPlan::for_layout(&l)
+            .map(|sp| sp.with_add_form(add_form))
+            .filter(|sp| {
+                c.sub.is_multiple_of(sp.group_weights())
+                    && c.weights.is_multiple_of(sp.group_weights())
+            })
     } else {
         None
     };
@@ -1826,7 +1850,7 @@ fn gemv_body(
     unroll: usize,
     masked_tail: bool,
     loads: (WeightLoads, usize),
-    spread: bool,
+    spread: Option<bool>,
     prefetch: bool,
     magic: Magic,
 ) -> Vec<Stmt> {
@@ -1949,7 +1973,7 @@ fn gemv_tile(
     float_out: bool,
     masked_tail: bool,
     loads: (WeightLoads, usize),
-    spread: bool,
+    spread: Option<bool>,
     prefetch: bool,
     magic: Magic,
 ) -> Vec<Stmt> {

@@ -211,6 +211,16 @@ impl MmaPlan {
     /// `i32` group sums, groups of a multiple of [`CHUNK`] weights with scales, and
     /// an f32 output (the chunks' exact sums meet in f32 after their group scale, as
     /// in the SIMT GEMV). `None` otherwise.
+    /// This plan with the i8 decode's spread in its add form or not
+    /// ([`SpreadPlan::with_add_form`]; no effect on the f16 decode).
+    pub fn with_spread_add(self, on: bool) -> MmaPlan {
+        let decode = match self.decode {
+            Decode::I8(sp) => Decode::I8(sp.with_add_form(on)),
+            d => d,
+        };
+        MmaPlan { decode, ..self }
+    }
+
     fn new_i8(p: &Plan) -> Option<MmaPlan> {
         if p.bufs[p.act].elem != Elem::I8 || p.acc != Ty::I32 || p.out_elem != Elem::F32 {
             return None;

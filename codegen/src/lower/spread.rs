@@ -12,6 +12,12 @@
 //! z = y + (y & units13) * (2^d - 1)           // units 1, 3 move by d
 //! ```
 //!
+//! Where units fill their bits (`o == d`, the 3.5-bit stream) the first step is one
+//! mask and one multiply-add, `y = x + (x & from unit 2 up) * (2^2d - 1)`: the
+//! window's bits past unit 3 move out of the word, and those below unit 0 stay below
+//! every field's lane bits (the "add form", [`SpreadPlan::with_add_form`]; ptxas
+//! makes it a `lop3` and an `imad` instead of two `lop3` and a shift).
+//!
 //! (byte storage needs none: its units already sit in byte lanes). Each field then
 //! takes one mask, plus a shift unless it is the top field of its unit:
 //!
@@ -54,6 +60,9 @@ pub struct SpreadPlan {
     fields: Vec<LaneField>,
     /// The distinct `log2` factors of the fields, ascending.
     factors: Vec<u32>,
+    /// Move units 2 and 3 by a mask and a multiply-add where units fill their bits
+    /// (see [`SpreadPlan::quads`]); off: by a shift and a masked `or`.
+    add_form: bool,
 }
 
 impl SpreadPlan {
@@ -108,7 +117,15 @@ impl SpreadPlan {
             o,
             fields,
             factors,
+            add_form: true,
         })
+    }
+
+    /// This plan with units 2 and 3 moved by a mask and a multiply-add (`true`, the
+    /// default: one `lop3` fewer per window where units fill their bits) or by a
+    /// shift and a masked `or`.
+    pub fn with_add_form(self, add_form: bool) -> SpreadPlan {
+        SpreadPlan { add_form, ..self }
     }
 
     /// Weights of one group of four units (the quads of one window).
@@ -157,8 +174,15 @@ impl SpreadPlan {
             b.push(Stmt::Let(xv, x));
             // Units 2 and 3 move by 2d.
             let y = f.var(format!("sy{tag}"), Ty::I32);
-            b.push(Stmt::Let(
-                y,
+            // Units that fill their bits (`o == d`) leave no gaps, so the window's
+            // bits past unit 3 can ride along and leave the word at the top: one mask
+            // and one multiply-add, `x + (x & from unit 2) * (2^2d - 1)`. The bits
+            // below unit 0 (the previous unit's) stay below every field's lane bits.
+            let fills = self.add_form && self.o == d;
+            let moved = if fills {
+                let m23 = u32::MAX << (self.o + 2 * self.stride);
+                add(var(xv), mul(and(var(xv), m23), i32c((1i64 << (2 * d)) - 1)))
+            } else {
                 bin(
                     BinOp::Or,
                     bin(
@@ -167,10 +191,17 @@ impl SpreadPlan {
                         i32c(2 * d as i64),
                     ),
                     and(var(xv), unit(0) | unit(1)),
-                ),
-            ));
-            // Units 1 and 3 move by d (unit 3 is now 2d higher).
-            let u13 = unit(1) | (unit(3) << (2 * d));
+                )
+            };
+            b.push(Stmt::Let(y, moved));
+            // Units 1 and 3 move by d (unit 3 is now 2d higher; with `fills`, what
+            // rode along above it moves out of the word).
+            let u3 = if fills {
+                u32::MAX << (self.o + 3 * self.stride + 2 * d)
+            } else {
+                unit(3) << (2 * d)
+            };
+            let u13 = unit(1) | u3;
             add(var(y), mul(and(var(y), u13), i32c((1i64 << d) - 1)))
         };
         let z = f.var(format!("sz{tag}"), Ty::I32);
@@ -276,6 +307,102 @@ mod tests {
             })
             .collect();
         assert_eq!(applies, ["s8", "q3p5", "q3p5b"]);
+    }
+
+    /// Evaluates the integer expressions the decode emits (32-bit wrapping).
+    fn eval(e: &Expr, env: &[u32]) -> u32 {
+        match e {
+            Expr::Int(v, _) => *v as u32,
+            Expr::Var(v) => env[v.0 as usize],
+            Expr::Bin(op, a, b) => {
+                let (x, y) = (eval(a, env), eval(b, env));
+                match op {
+                    BinOp::Add => x.wrapping_add(y),
+                    BinOp::Mul => x.wrapping_mul(y),
+                    BinOp::And => x & y,
+                    BinOp::Or => x | y,
+                    BinOp::Shl => x << (y & 31),
+                    BinOp::Shr => x >> (y & 31),
+                    _ => panic!("unexpected {op:?}"),
+                }
+            }
+            _ => panic!("unexpected {e:?}"),
+        }
+    }
+
+    /// Every group of a chunk of every spread layout, on every code of every unit
+    /// (round r gives unit u code (r + 37u) mod 2^stride), with pseudo-random words:
+    /// each quad lane is exactly the field times `2^log2` (signed) or the field
+    /// (unsigned), whatever the bits around the window.
+    #[test]
+    fn quads_decode_every_code_exactly() {
+        for (name, add_form) in ["s8", "q3p5", "q3p5b"]
+            .into_iter()
+            .flat_map(|n| [(n, true), (n, false)])
+        {
+            let l = builtin(name).unwrap();
+            let p = SpreadPlan::for_layout(&l).unwrap().with_add_form(add_form);
+            let units = 32usize;
+            let n_words = (units * p.stride).div_ceil(32);
+            let mut state = 0x2545_f491_4f6c_dd1du64;
+            for round in 0..(1usize << p.stride) {
+                let mut words = vec![0u32; n_words];
+                for w in words.iter_mut() {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    *w = state as u32;
+                }
+                let mut raw = vec![0u32; units];
+                for (u, r) in raw.iter_mut().enumerate() {
+                    *r = ((round + 37 * u) % (1 << p.stride)) as u32;
+                    for i in 0..p.stride {
+                        let bit = u * p.stride + i;
+                        let (w, b) = (bit / 32, bit % 32);
+                        words[w] = (words[w] & !(1 << b)) | ((*r >> i & 1) << b);
+                    }
+                }
+                let mut f = Func::new("t", Vec::new(), Vec::new(), crate::loop_ir::Launch::Cpu);
+                let wv: Vec<Var> = (0..n_words)
+                    .map(|i| f.var(format!("w{i}"), Ty::I32))
+                    .collect();
+                let mut body = Vec::new();
+                let quads: Vec<Vec<Var>> = (0..units / 4)
+                    .map(|g| p.quads(&mut f, &mut body, &wv, g, &g.to_string()))
+                    .collect();
+                let mut env = vec![0u32; f.vars.len()];
+                env[..n_words].copy_from_slice(&words);
+                for st in &body {
+                    let Stmt::Let(v, e) = st else {
+                        panic!("unexpected {st:?}")
+                    };
+                    env[v.0 as usize] = eval(e, &env);
+                }
+                for (g, qs) in quads.iter().enumerate() {
+                    for (q, (&qv, fd)) in qs.iter().zip(l.fields()).enumerate() {
+                        for lane in 0..4 {
+                            let unit = 4 * g + lane;
+                            let code = raw[unit] >> fd.shift & ((1 << fd.bits) - 1);
+                            let want = if fd.signed && code >> (fd.bits - 1) & 1 == 1 {
+                                code as i32 - (1 << fd.bits)
+                            } else {
+                                code as i32
+                            } << p.fields[q].log2;
+                            let got = (env[qv.0 as usize] >> (8 * lane)) as u8;
+                            let got = if fd.signed {
+                                got as i8 as i32
+                            } else {
+                                got as i32
+                            };
+                            assert_eq!(
+                                got, want,
+                                "{name} (add form {add_form}): round {round}, unit {unit}, field {q}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]
