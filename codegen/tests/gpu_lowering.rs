@@ -69,7 +69,13 @@ fn options(k: &Kernel) -> Vec<(&'static str, GpuOptions)> {
         mma_min_m: 1,
         ..d.clone()
     };
-    vec![
+    // The long-rows function's options, for integer activations (the spread decode's
+    // add form in the tensor-core path); for f16 they nearly repeat `mma_async`.
+    let long_rows = d
+        .mma_long_rows
+        .filter(|_| qkc_codegen::lower::Plan::new(k).int)
+        .map(|l| ("mma_long_rows", l.apply(&full)));
+    let mut v = vec![
         ("default", d.clone()),
         ("mma_all_m", full.clone()),
         (
@@ -93,14 +99,6 @@ fn options(k: &Kernel) -> Vec<(&'static str, GpuOptions)> {
             GpuOptions {
                 mma_loads: WeightLoads::Async,
                 ..full.clone()
-            },
-        ),
-        (
-            // The long-rows function's options (i8: the spread decode's add form).
-            "mma_long_rows",
-            match d.mma_long_rows {
-                Some(l) => l.apply(&full),
-                None => full.clone(),
             },
         ),
         (
@@ -290,7 +288,9 @@ fn options(k: &Kernel) -> Vec<(&'static str, GpuOptions)> {
                 ..d
             },
         ),
-    ]
+    ];
+    v.extend(long_rows);
+    v
 }
 
 fn check_kernel(k: &Kernel, seed: u64) -> Vec<String> {

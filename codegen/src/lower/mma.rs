@@ -206,11 +206,6 @@ impl MmaPlan {
         })
     }
 
-    /// The plan for i8 activations: packed codes with a spread decode
-    /// ([`SpreadPlan`]) whose factors each have an even number of quads per piece,
-    /// `i32` group sums, groups of a multiple of [`CHUNK`] weights with scales, and
-    /// an f32 output (the chunks' exact sums meet in f32 after their group scale, as
-    /// in the SIMT GEMV). `None` otherwise.
     /// This plan with the i8 decode's spread in its add form or not
     /// ([`SpreadPlan::with_add_form`]; no effect on the f16 decode).
     pub fn with_spread_add(self, on: bool) -> MmaPlan {
@@ -221,6 +216,11 @@ impl MmaPlan {
         MmaPlan { decode, ..self }
     }
 
+    /// The plan for i8 activations: packed codes with a spread decode
+    /// ([`SpreadPlan`]) whose factors each have an even number of quads per piece,
+    /// `i32` group sums, groups of a multiple of [`CHUNK`] weights with scales, and
+    /// an f32 output (the chunks' exact sums meet in f32 after their group scale, as
+    /// in the SIMT GEMV). `None` otherwise.
     fn new_i8(p: &Plan) -> Option<MmaPlan> {
         if p.bufs[p.act].elem != Elem::I8 || p.acc != Ty::I32 || p.out_elem != Elem::F32 {
             return None;
